@@ -1,0 +1,81 @@
+// ChunkStore: immutable chunk bytes, per scope, named by their SHA-256.
+//
+// A chunk is written once and never changes; Put of bytes that are already
+// stored is a cheap no-op. Bytes are verified against their id on the way in
+// (Put: INVALID_ARGUMENT on mismatch, nothing stored) and on the way out
+// (Get: DATA_LOSS on mismatch, never the wrong bytes). A Put is durable when it
+// returns (data and directory entry synced), so metadata that references the
+// chunk may commit after it.
+//
+// Reference counting is the MetadataStore's (atomic with commits); the store
+// only lists and deletes, and CollectGarbage (chunk_collector.h) ties both.
+//
+// Errors: NOT_FOUND for a missing chunk or scope, INVALID_ARGUMENT for bad
+// ranges or mismatched bytes, RESOURCE_EXHAUSTED (ENOSPC payload) when the
+// disk is full, INTERNAL for other I/O errors, DATA_LOSS for corruption.
+//
+// Thread-safe: all methods may be called concurrently.
+#ifndef TRAINCACHE_CHUNK_STORE_H_
+#define TRAINCACHE_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "traincache/scope.h"
+#include "traincache/types.h"
+
+namespace traincache {
+
+struct ChunkInfo {
+  ChunkId id;
+  uint64_t size = 0;
+  Timespec mtime;  // When it was stored (for the grace period of the sweep).
+};
+
+class ChunkStore {
+ public:
+  virtual ~ChunkStore() = default;
+
+  // Stores `data` as chunk `id` of `scope`. INVALID_ARGUMENT (nothing stored)
+  // if SHA-256(data) != id or data is larger than kMaxChunkSize.
+  virtual absl::Status Put(const Scope& scope, const ChunkId& id, std::string_view data) = 0;
+  // Returns bytes [offset, offset+length) of the chunk, clipped at its end
+  // (length 0 means to the end). The whole chunk is verified first.
+  virtual absl::StatusOr<std::string> Get(const Scope& scope, const ChunkId& id,
+                                          uint64_t offset = 0, uint64_t length = 0) = 0;
+  // Size of the stored chunk; NOT_FOUND if absent. Does not verify.
+  virtual absl::StatusOr<uint64_t> Stat(const Scope& scope, const ChunkId& id) = 0;
+  // Removes the chunk; OK if it was absent.
+  virtual absl::Status Delete(const Scope& scope, const ChunkId& id) = 0;
+  // Removes every chunk of the scope; OK if there were none.
+  virtual absl::Status DeleteScope(const Scope& scope) = 0;
+  // Calls `fn` for each chunk of the scope, in no particular order. Stops and
+  // returns fn's error if fn returns one.
+  virtual absl::Status List(const Scope& scope,
+                            const std::function<absl::Status(const ChunkInfo&)>& fn) = 0;
+};
+
+// The in-memory twin. Never fails.
+std::unique_ptr<ChunkStore> NewMemoryChunkStore();
+
+// A store of files under `root`: <root>/<kind>/<id>/<hh>/<hh>/<64 hex> with
+// temp files in <root>/tmp (write, fsync, rename, fsync dir). Creates root.
+absl::StatusOr<std::unique_ptr<ChunkStore>> OpenDiskChunkStore(const std::string& root);
+
+// Deletes chunks of `scope` that nothing references: those on the metadata
+// store's garbage list whose count is still 0, and (sweep) any stored chunk
+// with no references that is older than `grace` seconds (an upload whose
+// commit never came). The caller must keep commits of this scope from running
+// concurrently (the server holds its scope lock). Returns chunks deleted.
+class MetadataStore;
+absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
+                                        ChunkStore& chunks, int64_t grace_seconds);
+
+}  // namespace traincache
+
+#endif  // TRAINCACHE_CHUNK_STORE_H_

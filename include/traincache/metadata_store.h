@@ -1,0 +1,188 @@
+// MetadataStore: the namespace and content maps of every scope — inodes,
+// directory entries, symlink targets, xattrs, chunk maps, chunk reference
+// counts, quotas and usage.
+//
+// Semantics are POSIX's, checked by the store: a mutation either happens
+// whole or not at all (one atomic, durable batch), and an error changes
+// nothing. Errors carry the errno a POSIX caller would see (status.h):
+//   NOT_FOUND/ENOENT        a missing scope, inode or name
+//   ALREADY_EXISTS/EEXIST   the target name exists (create exclusive, mkdir, ...)
+//   FAILED_PRECONDITION     ENOTDIR, EISDIR, ENOTEMPTY, ENODATA, EINVAL (rename
+//                           of a dir into itself), ESTALE (version mismatch)
+//   INVALID_ARGUMENT        malformed names, ids, chunk maps (EINVAL/ENAMETOOLONG)
+//   RESOURCE_EXHAUSTED      over quota (EDQUOT)
+//   INTERNAL / DATA_LOSS    the backing store failed or holds garbage
+// Inputs are validated (names with ValidateName, chunk maps with
+// ValidateChunkMapShape) by the store itself, so every caller gets the checks.
+//
+// Versions: every inode has a version that strictly increases on every change
+// of its content or attributes (a directory's on every change of its entries).
+//
+// Unlinked-but-open files: when nlink reaches 0 a regular file's inode and
+// content are kept on the scope's orphan list until ReleaseInode (last close
+// seen by the node) or PurgeOrphans (sweep) removes them.
+//
+// Thread-safe: all methods may be called concurrently.
+#ifndef TRAINCACHE_METADATA_STORE_H_
+#define TRAINCACHE_METADATA_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "traincache/scope.h"
+#include "traincache/types.h"
+
+namespace traincache {
+
+// Flags of Rename, as in renameat2(2).
+inline constexpr uint32_t kRenameNoReplace = 1;  // RENAME_NOREPLACE
+inline constexpr uint32_t kRenameExchange = 2;   // RENAME_EXCHANGE
+
+// Flags of SetXattr, as in setxattr(2).
+inline constexpr uint32_t kXattrCreate = 1;   // XATTR_CREATE
+inline constexpr uint32_t kXattrReplace = 2;  // XATTR_REPLACE
+
+struct CreateResult {
+  InodeAttr attr;
+  bool created = false;  // false: the name existed and exclusive was false.
+};
+
+struct UnlinkResult {
+  InodeId ino = 0;
+  uint32_t nlink = 0;     // Links left after the unlink.
+  bool orphaned = false;  // nlink hit 0 and the inode waits on the orphan list.
+};
+
+struct ReadDirPage {
+  std::vector<DirEntry> entries;  // Sorted by name; "." and ".." not included.
+  bool more = false;              // More entries follow the last one.
+};
+
+struct ScopeInfo {
+  Scope scope;
+  uint64_t generation = 0;  // Random, made when the scope was created.
+  ScopeUsage usage;
+};
+
+// Who asks: the owner of new inodes.
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+class MetadataStore {
+ public:
+  virtual ~MetadataStore() = default;
+
+  // --- scopes ---
+  // Returns the scope, creating it (root directory 0755 root:root, default
+  // quota) if `create` and it does not exist. NOT_FOUND if absent and !create.
+  virtual absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create) = 0;
+  // Removes every key of the scope: inodes, entries, maps, refcounts, quota.
+  // NOT_FOUND if it does not exist.
+  virtual absl::Status DeleteScope(const Scope& scope) = 0;
+  virtual absl::StatusOr<std::vector<Scope>> ListScopes() = 0;
+  virtual absl::StatusOr<ScopeUsage> GetUsage(const Scope& scope) = 0;
+  virtual absl::Status SetQuota(const Scope& scope, uint64_t quota_bytes) = 0;
+
+  // --- namespace ---
+  virtual absl::StatusOr<InodeAttr> Lookup(const Scope& scope, InodeId parent,
+                                           std::string_view name) = 0;
+  virtual absl::StatusOr<InodeAttr> GetAttr(const Scope& scope, InodeId ino) = 0;
+  // Applies the set fields; a size change rewrites the chunk map (prefix of
+  // the last chunk, holes past the old end) and counts against the quota.
+  virtual absl::StatusOr<InodeAttr> SetAttr(const Scope& scope, InodeId ino,
+                                            const SetAttrRequest& req) = 0;
+  // Entries with name > `after` (empty: from the start), at most `limit`
+  // (capped at kMaxReadDirEntries). `plus` fills DirEntry::attr.
+  virtual absl::StatusOr<ReadDirPage> ReadDir(const Scope& scope, InodeId dir,
+                                              std::string_view after, uint32_t limit,
+                                              bool plus) = 0;
+  // Creates a regular file (mode's permission bits; type forced to S_IFREG).
+  // If the name exists: ALREADY_EXISTS when `exclusive`, else returns the
+  // existing inode with created=false (EISDIR if it is a directory).
+  virtual absl::StatusOr<CreateResult> Create(const Scope& scope, InodeId parent,
+                                              std::string_view name, uint32_t mode,
+                                              const Caller& caller, bool exclusive) = 0;
+  virtual absl::StatusOr<InodeAttr> Mkdir(const Scope& scope, InodeId parent,
+                                          std::string_view name, uint32_t mode,
+                                          const Caller& caller) = 0;
+  virtual absl::StatusOr<InodeAttr> Symlink(const Scope& scope, InodeId parent,
+                                            std::string_view name, std::string_view target,
+                                            const Caller& caller) = 0;
+  virtual absl::StatusOr<std::string> ReadLink(const Scope& scope, InodeId ino) = 0;
+  // Adds a name for a non-directory inode (EPERM for directories).
+  virtual absl::StatusOr<InodeAttr> Link(const Scope& scope, InodeId ino, InodeId new_parent,
+                                         std::string_view new_name) = 0;
+  // Removes a non-directory name (EISDIR for directories).
+  virtual absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent,
+                                              std::string_view name) = 0;
+  // Removes an empty directory (ENOTDIR, ENOTEMPTY).
+  virtual absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name) = 0;
+  // rename(2)/renameat2(2): replaces the target atomically (a file over a
+  // file, a dir over an empty dir), or fails with EEXIST (NOREPLACE), or swaps
+  // both (EXCHANGE). EINVAL when a directory would move into itself.
+  // Returns the inode the target replaced and orphaned, if any (ino 0: none).
+  virtual absl::StatusOr<UnlinkResult> Rename(const Scope& scope, InodeId parent,
+                                              std::string_view name, InodeId new_parent,
+                                              std::string_view new_name, uint32_t flags) = 0;
+
+  // --- xattrs ---
+  virtual absl::StatusOr<std::string> GetXattr(const Scope& scope, InodeId ino,
+                                               std::string_view name) = 0;  // ENODATA
+  virtual absl::Status SetXattr(const Scope& scope, InodeId ino, std::string_view name,
+                                std::string_view value, uint32_t flags) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& scope,
+                                                             InodeId ino) = 0;
+  virtual absl::Status RemoveXattr(const Scope& scope, InodeId ino,
+                                   std::string_view name) = 0;  // ENODATA
+
+  // --- content ---
+  virtual absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) = 0;
+  // Replaces the content of regular file `ino` with `chunks` (size, mtime),
+  // only if its version is still `expected_version` (else ESTALE, nothing
+  // changed). Adds references to the new chunks, drops the old ones (chunks
+  // whose count reaches 0 go to the garbage list). RESOURCE_EXHAUSTED/EDQUOT
+  // if the scope's usage would exceed its quota. The caller has checked the
+  // chunks exist in the chunk store.
+  virtual absl::StatusOr<InodeAttr> CommitContent(const Scope& scope, InodeId ino,
+                                                  uint64_t expected_version, uint64_t size,
+                                                  uint32_t chunk_size,
+                                                  const std::vector<ChunkRef>& chunks,
+                                                  Timespec mtime) = 0;
+
+  // --- orphans ---
+  // Frees an orphan (nlink 0) inode and its chunk references. OK and no-op
+  // if the inode still has links or is already gone.
+  virtual absl::Status ReleaseInode(const Scope& scope, InodeId ino) = 0;
+  // Frees every orphan that became one before `older_than`. Returns how many.
+  virtual absl::StatusOr<uint64_t> PurgeOrphans(const Scope& scope, Timespec older_than) = 0;
+  virtual absl::StatusOr<std::vector<InodeId>> ListOrphans(const Scope& scope) = 0;
+
+  // --- chunk references (for the collector) ---
+  // References to `id` from live and orphan inodes of the scope (0 if none).
+  virtual absl::StatusOr<uint64_t> ChunkRefCount(const Scope& scope, const ChunkId& id) = 0;
+  // Chunks whose count reached 0 (in id order), at most `limit`.
+  virtual absl::StatusOr<std::vector<ChunkId>> ListGarbage(const Scope& scope,
+                                                           uint32_t limit) = 0;
+  // Drops `ids` from the garbage list (after the collector deleted them).
+  virtual absl::Status ForgetGarbage(const Scope& scope, const std::vector<ChunkId>& ids) = 0;
+};
+
+// Creates the in-memory twin (tests, fakes). Never fails.
+std::unique_ptr<MetadataStore> NewMemoryMetadataStore();
+
+// Opens (creating if needed) the RocksDB store in directory `path`. Mutations
+// are durable when they return (WAL synced; concurrent mutations share one
+// sync). INTERNAL naming the path if RocksDB cannot open it, e.g. because
+// another process holds its lock.
+absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path);
+
+}  // namespace traincache
+
+#endif  // TRAINCACHE_METADATA_STORE_H_
