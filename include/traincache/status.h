@@ -12,8 +12,11 @@
 #include <optional>
 #include <string_view>
 
+#include <fmt/format.h>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace traincache {
 
@@ -32,6 +35,18 @@ std::optional<int> ErrnoOf(const absl::Status& status);
 int ToErrno(const absl::Status& status);
 
 }  // namespace traincache
+
+#ifndef ABSL_USES_STD_STRING_VIEW
+// Debian's abseil has its own string_view (status messages are one); let fmt
+// and spdlog print it like any string.
+template <>
+struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
+  template <typename FormatContext>
+  auto format(absl::string_view s, FormatContext& ctx) const {
+    return fmt::formatter<fmt::string_view>::format(fmt::string_view(s.data(), s.size()), ctx);
+  }
+};
+#endif
 
 #define TC_CONCAT_INNER_(a, b) a##b
 #define TC_CONCAT_(a, b) TC_CONCAT_INNER_(a, b)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Configures and builds traincache with CMake + Ninja (+ ccache) into build/.
+# Usage: deploy/build.sh [extra ninja targets]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
+# Two cores and heavy generated gRPC code: keep memory in check with -j2.
+ninja -C build -j"${TRAINCACHE_BUILD_JOBS:-2}" "$@"

@@ -1,0 +1,145 @@
+#include "rpc/client.h"
+
+#include <algorithm>
+
+#include "rpc/convert.h"
+#include "traincache/status.h"
+
+namespace traincache::rpc {
+
+ServerClient::ServerClient(ClientOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Reconnect quickly after a server restart.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  ns_ = v1::Namespace::NewStub(channel_);
+  chunks_ = v1::Chunks::NewStub(channel_);
+  admin_ = v1::Admin::NewStub(channel_);
+}
+
+std::unique_ptr<grpc::ClientContext> ServerClient::NewContext() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+  ctx->set_deadline(std::chrono::system_clock::now() + options_.deadline);
+  return ctx;
+}
+
+absl::Status ServerClient::PutChunks(const Scope& scope,
+                                     const std::vector<std::string_view>& chunks) {
+  auto ctx = NewContext();
+  v1::PutChunksResponse resp;
+  auto writer = chunks_->PutChunks(ctx.get(), &resp);
+  bool first = true;
+  bool stream_ok = true;
+  for (std::string_view data : chunks) {
+    v1::PutChunksRequest header;
+    if (first) header.set_scope(scope.ToString());
+    first = false;
+    header.mutable_header()->set_id(std::string(ChunkId::Of(data).bytes()));
+    header.mutable_header()->set_size(data.size());
+    if (!writer->Write(header)) {
+      stream_ok = false;
+      break;
+    }
+    for (size_t off = 0; off < data.size() && stream_ok; off += kChunkPieceBytes) {
+      v1::PutChunksRequest piece;
+      piece.set_data(std::string(data.substr(off, kChunkPieceBytes)));
+      stream_ok = writer->Write(piece);
+    }
+    if (!stream_ok) break;
+  }
+  // A failed Write means the server ended the call; Finish says why.
+  writer->WritesDone();
+  return FromGrpcStatus(writer->Finish());
+}
+
+absl::StatusOr<std::string> ServerClient::GetChunk(const Scope& scope, const ChunkId& id,
+                                                   uint64_t offset, uint64_t length) {
+  auto ctx = NewContext();
+  v1::GetChunkRequest req;
+  req.set_scope(scope.ToString());
+  req.set_id(std::string(id.bytes()));
+  req.set_offset(offset);
+  req.set_length(length);
+  auto reader = chunks_->GetChunk(ctx.get(), req);
+  std::string out;
+  v1::GetChunkResponse piece;
+  while (reader->Read(&piece)) {
+    if (out.empty() && piece.chunk_size() > 0) {
+      out.reserve(length ? length : piece.chunk_size() - std::min(offset, piece.chunk_size()));
+    }
+    out.append(piece.data());
+  }
+  RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+  return out;
+}
+
+absl::StatusOr<InodeAttr> ServerClient::WriteFile(const Scope& scope, InodeId ino,
+                                                  uint64_t expected_version, std::string_view data,
+                                                  uint32_t chunk_size) {
+  v1::CommitRequest commit;
+  commit.set_scope(scope.ToString());
+  commit.set_ino(ino);
+  commit.set_expected_version(expected_version);
+  commit.set_size(data.size());
+  commit.set_chunk_size(chunk_size);
+  ToProto(Now(), commit.mutable_mtime());
+
+  v1::HasChunksRequest has;
+  has.set_scope(scope.ToString());
+  std::vector<std::string_view> pieces;
+  for (size_t off = 0; off < data.size(); off += chunk_size) {
+    std::string_view piece = data.substr(off, chunk_size);
+    ChunkId id = ChunkId::Of(piece);
+    pieces.push_back(piece);
+    has.add_ids(std::string(id.bytes()));
+    ToProto(ChunkRef{id, static_cast<uint32_t>(piece.size())}, commit.add_chunks());
+  }
+  std::vector<std::string_view> missing;
+  // HasChunks takes at most 1024 ids per call.
+  for (size_t start = 0; start < pieces.size(); start += 1024) {
+    v1::HasChunksRequest batch;
+    batch.set_scope(scope.ToString());
+    size_t end = std::min(pieces.size(), start + 1024);
+    for (size_t i = start; i < end; ++i) batch.add_ids(has.ids(static_cast<int>(i)));
+    v1::HasChunksResponse present;
+    RETURN_IF_ERROR(Call(&v1::Chunks::Stub::HasChunks, *chunks_, batch, &present));
+    for (size_t i = start; i < end; ++i) {
+      if (present.sizes(static_cast<int>(i - start)) < 0) missing.push_back(pieces[i]);
+    }
+  }
+  // Upload in batches of ~64 MiB per stream.
+  for (size_t start = 0; start < missing.size();) {
+    size_t end = std::min(missing.size(), start + std::max<size_t>(1, (64u << 20) / chunk_size));
+    RETURN_IF_ERROR(PutChunks(scope, {missing.begin() + start, missing.begin() + end}));
+    start = end;
+  }
+  v1::AttrResponse resp;
+  RETURN_IF_ERROR(Call(&v1::Namespace::Stub::CommitContent, *ns_, commit, &resp));
+  return FromProto(resp.attr());
+}
+
+absl::StatusOr<std::string> ServerClient::ReadFile(const Scope& scope, InodeId ino) {
+  v1::GetAttrRequest req;
+  req.set_scope(scope.ToString());
+  req.set_ino(ino);
+  v1::ChunkMapResponse map;
+  RETURN_IF_ERROR(Call(&v1::Namespace::Stub::GetChunkMap, *ns_, req, &map));
+  std::string out;
+  out.reserve(map.size());
+  for (const v1::ChunkRef& ref : map.chunks()) {
+    ASSIGN_OR_RETURN(ChunkRef chunk, FromProto(ref));
+    std::string bytes;
+    if (chunk.id) {
+      ASSIGN_OR_RETURN(bytes, GetChunk(scope, *chunk.id, 0, chunk.length));
+    }
+    bytes.resize(chunk.length, '\0');  // A short chunk's tail and holes read as zeros.
+    out.append(bytes);
+  }
+  return out;
+}
+
+}  // namespace traincache::rpc

@@ -1,0 +1,85 @@
+// ServerClient: a connection to one traincache-server, with the bearer token
+// and a per-call deadline attached to every call.
+//
+// Besides raw access to the generated stubs (Call), it offers the few
+// composite operations several programs need: upload chunks, fetch a chunk,
+// write a whole file (chunk, upload the missing chunks, commit) and read one.
+// Thread-safe: one client may be shared by many threads (gRPC channels are).
+#ifndef TRAINCACHE_RPC_CLIENT_H_
+#define TRAINCACHE_RPC_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "rpc/status_convert.h"
+#include "traincache/scope.h"
+#include "traincache/types.h"
+#include "traincache/v1/admin.grpc.pb.h"
+#include "traincache/v1/chunk.grpc.pb.h"
+#include "traincache/v1/namespace.grpc.pb.h"
+
+namespace traincache::rpc {
+
+// Largest message either side accepts; a commit of a 1 TB file in 4 MiB
+// chunks fits (262,144 chunk refs).
+inline constexpr int kMaxMessageBytes = 16 << 20;
+// Chunk bytes travel in pieces of at most this size.
+inline constexpr size_t kChunkPieceBytes = 1 << 20;
+
+struct ClientOptions {
+  std::string target;  // "host:port" or "unix:/path/to/socket"
+  std::string token;   // sent as "authorization: Bearer <token>"
+  std::chrono::milliseconds deadline{30'000};
+};
+
+class ServerClient {
+ public:
+  explicit ServerClient(ClientOptions options);
+
+  // A context carrying the token and the deadline.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+  v1::Namespace::Stub& ns() { return *ns_; }
+  v1::Chunks::Stub& chunks() { return *chunks_; }
+  v1::Admin::Stub& admin() { return *admin_; }
+
+  // Calls a unary method of a stub: `client.Call(&v1::Namespace::Stub::Lookup,
+  // client.ns(), req, &resp)`. Returns the server's status (errno restored).
+  template <typename Stub, typename Req, typename Resp>
+  absl::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                    Stub& stub, const Req& req, Resp* resp) const {
+    auto ctx = NewContext();
+    return FromGrpcStatus((stub.*method)(ctx.get(), req, resp));
+  }
+
+  // Uploads chunks (each hashed here) in one stream; OK when all are stored.
+  absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks);
+  // Fetches bytes [offset, offset+length) of a chunk (length 0: to its end).
+  absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset = 0,
+                                       uint64_t length = 0);
+  // Replaces file `ino`'s content with `data`: chunks it, uploads the chunks
+  // the server lacks, commits conditionally on `expected_version`.
+  absl::StatusOr<InodeAttr> WriteFile(const Scope& scope, InodeId ino, uint64_t expected_version,
+                                      std::string_view data,
+                                      uint32_t chunk_size = kDefaultChunkSize);
+  // Reads file `ino` whole through its chunk map.
+  absl::StatusOr<std::string> ReadFile(const Scope& scope, InodeId ino);
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Namespace::Stub> ns_;
+  std::unique_ptr<v1::Chunks::Stub> chunks_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+}  // namespace traincache::rpc
+
+#endif  // TRAINCACHE_RPC_CLIENT_H_

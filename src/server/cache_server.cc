@@ -1,0 +1,150 @@
+#include "server/cache_server.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "rpc/client.h"
+#include "traincache/status.h"
+
+namespace traincache::server {
+namespace {
+
+// Takes <data_dir>/server.lock so two servers never share one data dir.
+absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        fmt::format("config key 'data_dir': cannot create {}: {}", data_dir, ec.message()));
+  }
+  std::string path = data_dir + "/server.lock";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(fmt::format("cannot open {}: {}", path, strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char holder[32] = {};
+    ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+    close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(fmt::format(
+          "data dir {} is locked by another traincache-server (pid {})", data_dir,
+          n > 0 ? std::string(holder, strcspn(holder, "\n")) : "unknown"));
+    }
+    return absl::InternalError(fmt::format("cannot lock {}: {}", path, strerror(err)));
+  }
+  std::string pid = fmt::format("{}\n", getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::warn("cannot record pid in {}: {}", path, strerror(errno));
+  }
+  return fd;
+}
+
+std::string MakeServerId() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConfig& config) {
+  std::unique_ptr<CacheServer> s(new CacheServer());
+  s->config_ = config;
+  ASSIGN_OR_RETURN(s->lock_fd_, LockDataDir(config.data_dir));
+  ASSIGN_OR_RETURN(s->meta_, OpenRocksMetadataStore(config.data_dir + "/meta"));
+  ASSIGN_OR_RETURN(s->chunks_, OpenDiskChunkStore(config.data_dir + "/chunks"));
+
+  s->context_ = std::make_unique<ServiceContext>(
+      s->meta_.get(), s->chunks_.get(),
+      ServiceContext::Options{.token = config.token,
+                              .default_quota_bytes = config.default_quota_bytes,
+                              .worker_threads = config.worker_threads,
+                              .gc_grace_seconds = config.gc_grace_seconds,
+                              .orphan_grace_seconds = config.orphan_grace_seconds});
+  s->namespace_service_ = std::make_unique<NamespaceService>(s->context_.get());
+  s->chunk_service_ = std::make_unique<ChunkService>(s->context_.get());
+  s->admin_service_ = std::make_unique<AdminService>(s->context_.get(), MakeServerId());
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(rpc::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(rpc::kMaxMessageBytes);
+  builder.RegisterService(s->namespace_service_.get());
+  builder.RegisterService(s->chunk_service_.get());
+  builder.RegisterService(s->admin_service_.get());
+  if (config.listen.rfind("unix:", 0) == 0) {
+    // A stale socket file from a crashed server would make the bind fail.
+    std::error_code ec;
+    std::filesystem::remove(config.listen.substr(5), ec);
+  }
+  s->grpc_server_ = builder.BuildAndStart();
+  if (!s->grpc_server_ || (config.listen.rfind("unix:", 0) != 0 && port == 0)) {
+    return absl::UnavailableError(
+        fmt::format("config key 'listen': cannot listen on {} (in use or bad address)",
+                    config.listen));
+  }
+  s->address_ = config.listen;
+  if (config.listen.rfind("unix:", 0) != 0) {
+    s->address_ = config.listen.substr(0, config.listen.rfind(':') + 1) + std::to_string(port);
+  }
+  s->gc_thread_ = std::thread([raw = s.get()] { raw->GcLoop(); });
+  spdlog::info("traincache-server {} listening on {}, data in {}", TRAINCACHE_VERSION,
+               s->address_, config.data_dir);
+  return s;
+}
+
+CacheServer::~CacheServer() { Shutdown(); }
+
+void CacheServer::Shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (grpc_server_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+  if (gc_thread_.joinable()) gc_thread_.join();
+  // The pool's destructor runs queued work; services and stores go after it.
+  context_.reset();
+  grpc_server_.reset();
+  meta_.reset();
+  chunks_.reset();
+  if (lock_fd_ >= 0) close(lock_fd_);
+  lock_fd_ = -1;
+  spdlog::info("traincache-server stopped");
+}
+
+void CacheServer::GcLoop() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::seconds(config_.gc_interval_seconds),
+                       [this] { return stopping_; })) {
+    lock.unlock();
+    auto scopes = meta_->ListScopes();
+    if (!scopes.ok()) {
+      spdlog::error("gc: cannot list scopes: {}", scopes.status().ToString());
+    } else {
+      for (const Scope& scope : *scopes) {
+        auto collected = context_->CollectGarbage(scope);
+        if (!collected.ok()) {
+          spdlog::error("gc: scope {}: {}", scope.ToString(), collected.status().ToString());
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace traincache::server

@@ -1,0 +1,62 @@
+// CacheServer: one running traincache-server — the data directory (locked
+// against a second server), the RocksDB metadata store, the disk chunk store,
+// the gRPC services and the periodic garbage collector.
+//
+// Start() either returns a serving server or an error that says what is wrong
+// (bad config, data dir locked by another server, port in use); nothing is
+// left running on error. Shutdown() stops accepting calls, lets running ones
+// finish (up to a deadline), stops the collector and closes the stores.
+// Thread-safe: Shutdown may be called from any thread, once.
+#ifndef TRAINCACHE_SERVER_CACHE_SERVER_H_
+#define TRAINCACHE_SERVER_CACHE_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/config.h"
+#include "server/service_context.h"
+#include "server/services.h"
+
+namespace traincache::server {
+
+class CacheServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<CacheServer>> Start(const ServerConfig& config);
+  ~CacheServer();
+
+  // The address clients dial (the bound port when config said port 0).
+  const std::string& address() const { return address_; }
+  ServiceContext& context() { return *context_; }
+
+  void Shutdown();
+
+ private:
+  CacheServer() = default;
+  void GcLoop();
+
+  ServerConfig config_;
+  int lock_fd_ = -1;
+  std::string address_;
+  std::unique_ptr<MetadataStore> meta_;
+  std::unique_ptr<ChunkStore> chunks_;
+  std::unique_ptr<ServiceContext> context_;
+  std::unique_ptr<NamespaceService> namespace_service_;
+  std::unique_ptr<ChunkService> chunk_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread gc_thread_;
+};
+
+}  // namespace traincache::server
+
+#endif  // TRAINCACHE_SERVER_CACHE_SERVER_H_

@@ -1,0 +1,42 @@
+// ServerConfig: what traincache-server reads from its TOML config file and
+// flags. Parsing is strict: an unknown key, a value of the wrong type or out
+// of range is an error whose message names the key, and the server does not
+// start. Pure functions; thread-safe.
+#ifndef TRAINCACHE_SERVER_CONFIG_H_
+#define TRAINCACHE_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "traincache/types.h"
+
+namespace traincache::server {
+
+struct ServerConfig {
+  std::string data_dir;                   // RocksDB in <data_dir>/meta, chunks in <data_dir>/chunks
+  std::string listen = "127.0.0.1:7070";  // "host:port" or "unix:/path"
+  std::string token;                      // bearer token every call must carry
+  std::string token_file;                 // alternative to `token`: read from this file
+  uint64_t default_quota_bytes = kDefaultQuotaBytes;
+  std::string log_level = "info";         // trace, debug, info, warn, error
+  uint32_t worker_threads = 16;           // threads that run store operations
+  uint32_t gc_interval_seconds = 300;     // how often unreferenced chunks are collected
+  uint32_t gc_grace_seconds = 3600;       // an uncommitted upload is kept this long
+  uint32_t orphan_grace_seconds = 86400;  // an unlinked file nobody released is kept this long
+};
+
+// Parses TOML text into `base` (keys absent from the text keep base's value).
+absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text,
+                                               ServerConfig base = {});
+// Reads and parses a config file; NOT_FOUND/INVALID_ARGUMENT naming the file.
+absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path,
+                                                  ServerConfig base = {});
+// Checks a complete config (after flags): data_dir set, a token (reading
+// token_file into token), a valid listen address, ranges. Names the key.
+absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig config);
+
+}  // namespace traincache::server
+
+#endif  // TRAINCACHE_SERVER_CONFIG_H_

@@ -1,0 +1,328 @@
+#include <fmt/format.h>
+
+#include <cerrno>
+
+#include "rpc/convert.h"
+#include "server/services.h"
+#include "traincache/status.h"
+
+namespace traincache::server {
+
+using rpc::FromProto;
+using rpc::ToProto;
+
+namespace {
+
+Caller CallerOf(const v1::Caller& c) { return Caller{c.uid(), c.gid()}; }
+
+absl::Status CheckIno(uint64_t ino) {
+  if (ino == 0) return PosixError(EINVAL, "inode number 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Every handler: parse the scope, check inode numbers, call the store, fill
+// the response. The store validates names and POSIX rules.
+#define TC_SCOPE(var, req) ASSIGN_OR_RETURN(Scope var, ctx_->ParseScope((req)->scope()))
+
+grpc::ServerUnaryReactor* NamespaceService::OpenScope(grpc::CallbackServerContext* c,
+                                                      const v1::OpenScopeRequest* req,
+                                                      v1::OpenScopeResponse* resp) {
+  return ctx_->Unary(c, "OpenScope", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    ASSIGN_OR_RETURN(ScopeInfo info, ctx_->OpenScope(scope, req->create()));
+    ASSIGN_OR_RETURN(InodeAttr root, ctx_->meta().GetAttr(scope, kRootInode));
+    ToProto(root, resp->mutable_root());
+    resp->set_generation(info.generation);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Lookup(grpc::CallbackServerContext* c,
+                                                   const v1::LookupRequest* req,
+                                                   v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "Lookup", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Lookup(scope, req->parent(), req->name()));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::GetAttr(grpc::CallbackServerContext* c,
+                                                    const v1::GetAttrRequest* req,
+                                                    v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "GetAttr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().GetAttr(scope, req->ino()));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::SetAttr(grpc::CallbackServerContext* c,
+                                                    const v1::SetAttrRequest* req,
+                                                    v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "SetAttr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    SetAttrRequest set;
+    if (req->has_mode()) {
+      if (req->mode() & ~07777u) return PosixError(EINVAL, "mode has bits outside 07777");
+      set.mode = req->mode();
+    }
+    if (req->has_uid()) set.uid = req->uid();
+    if (req->has_gid()) set.gid = req->gid();
+    if (req->has_size()) set.size = req->size();
+    if (req->has_atime()) set.atime = FromProto(req->atime());
+    if (req->has_mtime()) set.mtime = FromProto(req->mtime());
+    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().SetAttr(scope, req->ino(), set));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::ReadDir(grpc::CallbackServerContext* c,
+                                                    const v1::ReadDirRequest* req,
+                                                    v1::ReadDirResponse* resp) {
+  return ctx_->Unary(c, "ReadDir", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    if (req->after().size() > kMaxNameBytes) return PosixError(ENAMETOOLONG, "after is too long");
+    uint32_t limit = req->limit() == 0 ? kMaxReadDirEntries : req->limit();
+    if (limit > kMaxReadDirEntries) {
+      return PosixError(EINVAL, fmt::format("limit {} is over {}", limit, kMaxReadDirEntries));
+    }
+    ASSIGN_OR_RETURN(ReadDirPage page,
+                     ctx_->meta().ReadDir(scope, req->ino(), req->after(), limit, req->plus()));
+    for (const DirEntry& e : page.entries) ToProto(e, resp->add_entries());
+    resp->set_more(page.more);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c,
+                                                  const v1::MkdirRequest* req,
+                                                  v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "Mkdir", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Mkdir(scope, req->parent(), req->name(),
+                                                        req->mode(), CallerOf(req->caller())));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* c,
+                                                   const v1::CreateRequest* req,
+                                                   v1::CreateResponse* resp) {
+  return ctx_->Unary(c, "Create", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    ASSIGN_OR_RETURN(CreateResult r,
+                     ctx_->meta().Create(scope, req->parent(), req->name(), req->mode(),
+                                         CallerOf(req->caller()), req->exclusive()));
+    ToProto(r.attr, resp->mutable_attr());
+    resp->set_created(r.created);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* c,
+                                                   const v1::UnlinkRequest* req,
+                                                   v1::UnlinkResponse* resp) {
+  return ctx_->Unary(c, "Unlink", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    ASSIGN_OR_RETURN(UnlinkResult r, ctx_->meta().Unlink(scope, req->parent(), req->name()));
+    resp->set_ino(r.ino);
+    resp->set_nlink(r.nlink);
+    resp->set_orphaned(r.orphaned);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c,
+                                                  const v1::RmdirRequest* req, v1::Empty*) {
+  return ctx_->Unary(c, "Rmdir", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    return ctx_->meta().Rmdir(scope, req->parent(), req->name());
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* c,
+                                                   const v1::RenameRequest* req,
+                                                   v1::UnlinkResponse* resp) {
+  return ctx_->Unary(c, "Rename", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    RETURN_IF_ERROR(CheckIno(req->new_parent()));
+    if (req->flags() & ~(kRenameNoReplace | kRenameExchange) ||
+        req->flags() == (kRenameNoReplace | kRenameExchange)) {
+      return PosixError(EINVAL, fmt::format("bad rename flags {}", req->flags()));
+    }
+    ASSIGN_OR_RETURN(UnlinkResult r,
+                     ctx_->meta().Rename(scope, req->parent(), req->name(), req->new_parent(),
+                                         req->new_name(), req->flags()));
+    resp->set_ino(r.ino);
+    resp->set_nlink(r.nlink);
+    resp->set_orphaned(r.orphaned);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext* c,
+                                                    const v1::SymlinkRequest* req,
+                                                    v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "Symlink", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->parent()));
+    ASSIGN_OR_RETURN(InodeAttr attr,
+                     ctx_->meta().Symlink(scope, req->parent(), req->name(), req->target(),
+                                          CallerOf(req->caller())));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::ReadLink(grpc::CallbackServerContext* c,
+                                                     const v1::GetAttrRequest* req,
+                                                     v1::ReadLinkResponse* resp) {
+  return ctx_->Unary(c, "ReadLink", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(std::string target, ctx_->meta().ReadLink(scope, req->ino()));
+    resp->set_target(std::move(target));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
+                                                 const v1::LinkRequest* req,
+                                                 v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "Link", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    RETURN_IF_ERROR(CheckIno(req->new_parent()));
+    ASSIGN_OR_RETURN(InodeAttr attr,
+                     ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name()));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::GetXattr(grpc::CallbackServerContext* c,
+                                                     const v1::XattrRequest* req,
+                                                     v1::XattrResponse* resp) {
+  return ctx_->Unary(c, "GetXattr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(std::string value, ctx_->meta().GetXattr(scope, req->ino(), req->name()));
+    resp->set_value(std::move(value));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::SetXattr(grpc::CallbackServerContext* c,
+                                                     const v1::XattrRequest* req, v1::Empty*) {
+  return ctx_->Unary(c, "SetXattr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    return ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags());
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::ListXattr(grpc::CallbackServerContext* c,
+                                                      const v1::GetAttrRequest* req,
+                                                      v1::ListXattrResponse* resp) {
+  return ctx_->Unary(c, "ListXattr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(std::vector<std::string> names, ctx_->meta().ListXattr(scope, req->ino()));
+    for (std::string& n : names) resp->add_names(std::move(n));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::RemoveXattr(grpc::CallbackServerContext* c,
+                                                        const v1::XattrRequest* req, v1::Empty*) {
+  return ctx_->Unary(c, "RemoveXattr", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    return ctx_->meta().RemoveXattr(scope, req->ino(), req->name());
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::StatFs(grpc::CallbackServerContext* c,
+                                                   const v1::ScopeRequest* req,
+                                                   v1::StatFsResponse* resp) {
+  return ctx_->Unary(c, "StatFs", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    ASSIGN_OR_RETURN(ScopeUsage usage, ctx_->meta().GetUsage(scope));
+    resp->set_quota_bytes(usage.quota_bytes);
+    resp->set_used_bytes(usage.bytes);
+    resp->set_inodes(usage.inodes);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerContext* c,
+                                                        const v1::GetAttrRequest* req,
+                                                        v1::ChunkMapResponse* resp) {
+  return ctx_->Unary(c, "GetChunkMap", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(ChunkMap map, ctx_->meta().GetChunkMap(scope, req->ino()));
+    resp->set_version(map.version);
+    resp->set_size(map.size);
+    resp->set_chunk_size(map.chunk_size);
+    for (const ChunkRef& ref : map.chunks) ToProto(ref, resp->add_chunks());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerContext* c,
+                                                          const v1::CommitRequest* req,
+                                                          v1::AttrResponse* resp) {
+  return ctx_->Unary(c, "CommitContent", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    ASSIGN_OR_RETURN(std::vector<ChunkRef> chunks, FromProto(req->chunks()));
+    RETURN_IF_ERROR(ValidateChunkMapShape(req->size(), req->chunk_size(), chunks));
+    // Shared: the collector cannot delete a chunk between the check below and
+    // the commit that references it.
+    std::shared_lock lock(ctx_->ScopeLock(scope));
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      if (!chunks[i].id) continue;
+      absl::StatusOr<uint64_t> stored = ctx_->chunks().Stat(scope, *chunks[i].id);
+      if (stored.status().code() == absl::StatusCode::kNotFound) {
+        return PosixError(ENOENT, fmt::format("chunk {} ({}) is not stored; upload it first", i,
+                                              chunks[i].id->ToHex()));
+      }
+      RETURN_IF_ERROR(stored.status());
+    }
+    ASSIGN_OR_RETURN(InodeAttr attr,
+                     ctx_->meta().CommitContent(scope, req->ino(), req->expected_version(),
+                                                req->size(), req->chunk_size(), chunks,
+                                                FromProto(req->mtime())));
+    ToProto(attr, resp->mutable_attr());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::ReleaseInode(grpc::CallbackServerContext* c,
+                                                         const v1::GetAttrRequest* req,
+                                                         v1::Empty*) {
+  return ctx_->Unary(c, "ReleaseInode", [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(CheckIno(req->ino()));
+    return ctx_->meta().ReleaseInode(scope, req->ino());
+  });
+}
+
+}  // namespace traincache::server

@@ -1,0 +1,108 @@
+#include "server/service_context.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
+
+#include "traincache/status.h"
+
+namespace traincache::server {
+
+ServiceContext::ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options options)
+    : meta_(meta),
+      chunks_(chunks),
+      options_(std::move(options)),
+      expected_auth_("Bearer " + options_.token),
+      pool_(options_.worker_threads) {}
+
+absl::Status ServiceContext::CheckAuth(const grpc::CallbackServerContext* ctx) const {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return absl::UnauthenticatedError("missing bearer token");
+  const grpc::string_ref& got = it->second;
+  // Constant-time compare so the token cannot be guessed byte by byte.
+  if (got.size() != expected_auth_.size() ||
+      CRYPTO_memcmp(got.data(), expected_auth_.data(), got.size()) != 0) {
+    return absl::UnauthenticatedError("wrong bearer token");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Scope> ServiceContext::ParseScope(const std::string& text) {
+  auto scope = Scope::Parse(text);
+  if (!scope.ok()) counters_.Add("bad_scope");
+  return scope;
+}
+
+absl::StatusOr<ScopeInfo> ServiceContext::OpenScope(const Scope& scope, bool create) {
+  auto existing = meta_->OpenScope(scope, /*create=*/false);
+  if (existing.ok() || !create || existing.status().code() != absl::StatusCode::kNotFound) {
+    return existing;
+  }
+  ASSIGN_OR_RETURN(ScopeInfo info, meta_->OpenScope(scope, /*create=*/true));
+  if (info.usage.quota_bytes != options_.default_quota_bytes) {
+    RETURN_IF_ERROR(meta_->SetQuota(scope, options_.default_quota_bytes));
+    info.usage.quota_bytes = options_.default_quota_bytes;
+  }
+  spdlog::info("scope {}: created (quota {} bytes)", scope.ToString(), options_.default_quota_bytes);
+  return info;
+}
+
+std::shared_mutex& ServiceContext::ScopeLock(const Scope& scope) {
+  std::lock_guard lock(locks_mu_);
+  auto& slot = scope_locks_[scope.ToString()];
+  if (!slot) slot = std::make_unique<std::shared_mutex>();
+  return *slot;
+}
+
+absl::StatusOr<uint64_t> ServiceContext::CollectGarbage(const Scope& scope) {
+  std::unique_lock lock(ScopeLock(scope));
+  Timespec orphan_cutoff = Now();
+  orphan_cutoff.sec -= options_.orphan_grace_seconds;
+  ASSIGN_OR_RETURN(uint64_t orphans, meta_->PurgeOrphans(scope, orphan_cutoff));
+  ASSIGN_OR_RETURN(uint64_t chunks,
+                   traincache::CollectGarbage(scope, *meta_, *chunks_, options_.gc_grace_seconds));
+  if (orphans > 0 || chunks > 0) {
+    spdlog::info("scope {}: collected {} orphan inodes and {} chunks", scope.ToString(), orphans,
+                 chunks);
+  }
+  counters_.Add("gc.chunks_deleted", chunks);
+  return chunks;
+}
+
+void ServiceContext::Finished(std::string_view method, const absl::Status& status) {
+  counters_.Add(fmt::format("rpc.{}", method));
+  if (status.ok()) return;
+  counters_.Add(fmt::format("rpc.{}.error.{}", method, absl::StatusCodeToString(status.code())));
+  switch (status.code()) {
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnknown:
+      spdlog::error("{}: {}", method, status.ToString());
+      break;
+    case absl::StatusCode::kUnauthenticated:
+      spdlog::warn("{}: {}", method, status.message());
+      break;
+    default:
+      spdlog::debug("{}: {}", method, status.ToString());
+  }
+}
+
+grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx,
+                                                std::string_view method,
+                                                std::function<absl::Status()> body) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status auth = CheckAuth(ctx); !auth.ok()) {
+    Finished(method, auth);
+    reactor->Finish(rpc::ToGrpcStatus(auth));
+    return reactor;
+  }
+  pool_.Submit([this, reactor, method, body = std::move(body)] {
+    absl::Status status = body();
+    Finished(method, status);
+    reactor->Finish(rpc::ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+}  // namespace traincache::server

@@ -1,0 +1,82 @@
+// ServiceContext: what every gRPC service of traincache-server shares — the
+// stores, the worker pool, the counters, the token check and the per-scope
+// locks that keep garbage collection away from commits.
+//
+// Unary() is how a handler runs: check the token on the gRPC thread, then run
+// the handler body on the worker pool (it may block on disk syncs) and finish
+// the call with its status. Thread-safe.
+#ifndef TRAINCACHE_SERVER_SERVICE_CONTEXT_H_
+#define TRAINCACHE_SERVER_SERVICE_CONTEXT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+
+#include "common/counters.h"
+#include "common/thread_pool.h"
+#include "rpc/status_convert.h"
+#include "traincache/chunk_store.h"
+#include "traincache/metadata_store.h"
+#include "traincache/scope.h"
+
+namespace traincache::server {
+
+class ServiceContext {
+ public:
+  struct Options {
+    std::string token;
+    uint64_t default_quota_bytes = kDefaultQuotaBytes;
+    size_t worker_threads = 16;
+    int64_t gc_grace_seconds = 3600;
+    int64_t orphan_grace_seconds = 86400;
+  };
+  ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options options);
+
+  MetadataStore& meta() { return *meta_; }
+  ChunkStore& chunks() { return *chunks_; }
+  Counters& counters() { return counters_; }
+  ThreadPool& pool() { return pool_; }
+
+  // OK iff the call carries "authorization: Bearer <token>".
+  absl::Status CheckAuth(const grpc::CallbackServerContext* ctx) const;
+
+  // Parses the scope of a request; counts and explains a bad one.
+  absl::StatusOr<Scope> ParseScope(const std::string& text);
+
+  // Opens (optionally creating, with the configured default quota) a scope.
+  absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create);
+
+  // Commits hold a scope's lock shared, collection and deletion exclusive:
+  // a chunk checked present by a commit is not deleted before it is referenced.
+  std::shared_mutex& ScopeLock(const Scope& scope);
+
+  // Frees orphans past their grace and deletes unreferenced chunks of one
+  // scope, holding its lock exclusively. Returns chunks deleted.
+  absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope);
+
+  // Records the outcome of `method` and logs failures worth an operator's eye.
+  void Finished(std::string_view method, const absl::Status& status);
+
+  // Runs `body` on the worker pool and finishes the unary call with its status.
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, std::string_view method,
+                                  std::function<absl::Status()> body);
+
+ private:
+  MetadataStore* meta_;
+  ChunkStore* chunks_;
+  const Options options_;
+  const std::string expected_auth_;
+  Counters counters_;
+  std::mutex locks_mu_;
+  std::map<std::string, std::unique_ptr<std::shared_mutex>> scope_locks_;  // guarded by locks_mu_
+  ThreadPool pool_;  // Last: its threads stop before the rest goes away.
+};
+
+}  // namespace traincache::server
+
+#endif  // TRAINCACHE_SERVER_SERVICE_CONTEXT_H_

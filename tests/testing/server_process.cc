@@ -1,0 +1,152 @@
+#include "testing/server_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <thread>
+
+namespace traincache::testing {
+namespace {
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+  }
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+// Waits for `pid` up to `timeout`; returns the wait status or -1.
+int WaitFor(pid_t pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0) return -1;
+    if (std::chrono::steady_clock::now() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
+std::string ServerBinary() { return TRAINCACHE_SERVER_BIN; }
+
+ServerProcess::ServerProcess(std::string data_dir, std::string work_dir, std::string listen)
+    : data_dir_(std::move(data_dir)), work_dir_(std::move(work_dir)) {
+  address_ = listen.empty() ? "unix:" + work_dir_ + "/server.sock" : listen;
+  token_file_ = work_dir_ + "/token";
+  log_file_ = work_dir_ + "/server.log";
+  std::mt19937_64 rng(std::random_device{}());
+  token_ = fmt::format("{:016x}{:016x}", rng(), rng());
+  std::ofstream(token_file_) << token_ << "\n";
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0 && Stop() == -1) Kill();
+}
+
+absl::Status ServerProcess::Start(const std::vector<std::string>& extra_args) {
+  if (pid_ > 0) return absl::FailedPreconditionError("already running");
+  std::vector<std::string> argv = {ServerBinary(),  "--data-dir",   data_dir_,
+                                   "--listen",      address_,     "--token-file",
+                                   token_file_,     "--log-level", "info"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  pid_ = Spawn(argv, log_file_);
+  if (pid_ < 0) return absl::InternalError("fork failed");
+  auto client = Client();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(fmt::format("server exited during start, status {}; see {}",
+                                             status, log_file_));
+    }
+    v1::PingResponse resp;
+    if (client->Call(&v1::Admin::Stub::Ping, client->admin(), {}, &resp).ok()) {
+      return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Kill();
+  return absl::DeadlineExceededError("server did not answer Ping within 20 s");
+}
+
+int ServerProcess::Stop() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = WaitFor(pid_, std::chrono::seconds(15));
+  if (status == -1) {
+    kill(pid_, SIGKILL);
+    WaitFor(pid_, std::chrono::seconds(15));
+  }
+  pid_ = -1;
+  return status;
+}
+
+void ServerProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  WaitFor(pid_, std::chrono::seconds(15));
+  pid_ = -1;
+}
+
+std::unique_ptr<rpc::ServerClient> ServerProcess::Client() const {
+  return ClientWithToken(token_);
+}
+
+std::unique_ptr<rpc::ServerClient> ServerProcess::ClientWithToken(const std::string& token) const {
+  return std::make_unique<rpc::ServerClient>(
+      rpc::ClientOptions{.target = address_, .token = token, .deadline = std::chrono::seconds(30)});
+}
+
+uint64_t ServerProcess::Counter(const std::string& name) const {
+  auto client = Client();
+  v1::GetStatsResponse resp;
+  if (!client->Call(&v1::Admin::Stub::GetStats, client->admin(), {}, &resp).ok()) return 0;
+  auto it = resp.counters().find(name);
+  return it == resp.counters().end() ? 0 : it->second;
+}
+
+std::string FreeLoopbackAddress() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return fmt::format("127.0.0.1:{}", ntohs(addr.sin_port));
+}
+
+int RunProgram(const std::vector<std::string>& argv, const std::string& log, int timeout_seconds) {
+  pid_t pid = Spawn(argv, log);
+  int status = WaitFor(pid, std::chrono::seconds(timeout_seconds));
+  if (status == -1) {
+    kill(pid, SIGKILL);
+    WaitFor(pid, std::chrono::seconds(5));
+    return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+}  // namespace traincache::testing
