@@ -98,6 +98,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   if (config.listen.rfind("unix:", 0) != 0) {
     s->address_ = config.listen.substr(0, config.listen.rfind(':') + 1) + std::to_string(port);
   }
+  s->grpc_server_started_ = true;
   s->gc_thread_ = std::thread([raw = s.get()] { raw->GcLoop(); });
   spdlog::info("traincache-server {} listening on {}, data in {}", TRAINCACHE_VERSION,
                s->address_, config.data_dir);
@@ -113,6 +114,8 @@ void CacheServer::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // Running calls get up to 5 s to finish, then are cancelled. (gRPC 1.51
+  // also waits this long while an idle TCP client stays connected.)
   if (grpc_server_) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
@@ -124,7 +127,7 @@ void CacheServer::Shutdown() {
   chunks_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
-  spdlog::info("traincache-server stopped");
+  if (grpc_server_started_) spdlog::info("traincache-server stopped");
 }
 
 void CacheServer::GcLoop() {

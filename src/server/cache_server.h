@@ -50,6 +50,7 @@ class CacheServer {
   std::unique_ptr<ChunkService> chunk_service_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  bool grpc_server_started_ = false;
 
   std::mutex mu_;
   std::condition_variable cv_;

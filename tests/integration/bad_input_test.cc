@@ -80,14 +80,12 @@ TEST_F(BadInputTest, MalformedNamesAreRefusedEverywhere) {
       EXPECT_EQ(ToErrno(fs_->Lookup(dir_ino_, name).status()), err);
     }
   }
-  EXPECT_EQ(fs_->Create(dir_ino_, std::string(255, 'x')).status().code(), absl::StatusCode::kOk);
-  ASSERT_TRUE(fs_->Unlink(dir_ino_, std::string(255, 'x')).ok());
   ExpectUnchanged();
 }
 
 TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
   for (const char* scope : {"", "project:", "project:-x", "project:a/b", "user:x", "project:x y",
-                            "project:\xff", "team:..", "project:a:b"}) {
+                            "project:\xc3\xa9", "team:..", "project:a:b"}) {
     RemoteFs bad(client_.get(), fs_->scope());
     v1::OpenScopeRequest req;
     req.set_scope(scope);

@@ -37,6 +37,7 @@ TEST(ServerProcessTest, RefusesADataDirLockedByAnotherServer) {
   auto client = first.Client();
   v1::PingResponse pong;
   EXPECT_TRUE(client->Call(&v1::Admin::Stub::Ping, client->admin(), {}, &pong).ok());
+  client.reset();
   int status = first.Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

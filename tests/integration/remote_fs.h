@@ -8,6 +8,7 @@
 
 #include "rpc/client.h"
 #include "rpc/convert.h"
+#include "traincache/metadata_store.h"
 #include "traincache/status.h"
 
 namespace traincache::testing {

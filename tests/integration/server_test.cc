@@ -43,6 +43,8 @@ class ServerTest : public ::testing::Test {
     ASSERT_TRUE(fs_->Open().ok());
   }
   void TearDown() override {
+    fs_.reset();
+    client_.reset();
     if (server_->running()) {
       int status = server_->Stop();
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -287,6 +289,7 @@ TEST_F(ServerTest, DeleteScopeLeavesNoKeysAndNoChunkFiles) {
   auto keep = fs_->Create(kRootInode, "keep");
   ASSERT_TRUE(fs_->Write(keep->ino, "still here").ok());
 
+  client_.reset();
   ASSERT_TRUE(server_->Stop() == 0);
   Leftovers before = LeftoversOf(server_->data_dir(), doomed);
   EXPECT_GT(before.keys, 10u);
@@ -302,6 +305,7 @@ TEST_F(ServerTest, DeleteScopeLeavesNoKeysAndNoChunkFiles) {
   RemoteFs after_fs(client_.get(), doomed);
   EXPECT_EQ(ToErrno(after_fs.Open(/*create=*/false).status()), ENOENT);
 
+  client_.reset();
   ASSERT_TRUE(server_->Stop() == 0);
   Leftovers after = LeftoversOf(server_->data_dir(), doomed);
   EXPECT_EQ(after.keys, 0u);

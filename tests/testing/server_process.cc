@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -70,7 +72,6 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_args) {
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   pid_ = Spawn(argv, log_file_);
   if (pid_ < 0) return absl::InternalError("fork failed");
-  auto client = Client();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
@@ -79,11 +80,14 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_args) {
       return absl::InternalError(fmt::format("server exited during start, status {}; see {}",
                                              status, log_file_));
     }
+    // A fresh channel each try: a channel whose first connect failed waits
+    // out gRPC's reconnect backoff (seconds) before it tries again.
+    auto client = Client();
     v1::PingResponse resp;
     if (client->Call(&v1::Admin::Stub::Ping, client->admin(), {}, &resp).ok()) {
       return absl::OkStatus();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   Kill();
   return absl::DeadlineExceededError("server did not answer Ping within 20 s");
