@@ -10,8 +10,12 @@
 //   FAILED_PRECONDITION     ENOTDIR, EISDIR, ENOTEMPTY, ENODATA, EINVAL (rename
 //                           of a dir into itself), ESTALE (version mismatch)
 //   INVALID_ARGUMENT        malformed names, ids, chunk maps (EINVAL/ENAMETOOLONG)
-//   RESOURCE_EXHAUSTED      over quota (EDQUOT)
+//   RESOURCE_EXHAUSTED      over quota (EDQUOT), file too large (EFBIG)
+//   PERMISSION_DENIED       EPERM (hard link to a directory)
+//   UNIMPLEMENTED           EOPNOTSUPP (see SetAttr)
 //   INTERNAL / DATA_LOSS    the backing store failed or holds garbage
+// (PosixError's mapping; xattr calls also give ERANGE/E2BIG as INVALID_ARGUMENT,
+// EMLINK is FAILED_PRECONDITION.)
 // Inputs are validated (names with ValidateName, chunk maps with
 // ValidateChunkMapShape) by the store itself, so every caller gets the checks.
 //
@@ -20,7 +24,12 @@
 //
 // Unlinked-but-open files: when nlink reaches 0 a regular file's inode and
 // content are kept on the scope's orphan list until ReleaseInode (last close
-// seen by the node) or PurgeOrphans (sweep) removes them.
+// seen by the node) or PurgeOrphans (sweep) removes them. Until then the
+// orphan still counts in ScopeUsage (bytes and inodes), like an open
+// unlinked file on a local disk. Symlinks are freed at their last unlink.
+//
+// A file holds at most kMaxFileChunks (src/meta/key_codec.h: 2^21) chunks;
+// bigger sizes are EFBIG.
 //
 // Thread-safe: all methods may be called concurrently.
 #ifndef TRAINCACHE_METADATA_STORE_H_
@@ -96,16 +105,26 @@ class MetadataStore {
   virtual absl::StatusOr<InodeAttr> GetAttr(const Scope& scope, InodeId ino) = 0;
   // Applies the set fields; a size change rewrites the chunk map (prefix of
   // the last chunk, holes past the old end) and counts against the quota.
+  // `mode` changes the permission bits only (the type bits are ignored).
+  // ctime and the version change on any set field; mtime also when the size
+  // changes (unless `mtime` is given). An empty request changes nothing.
+  // Size: EISDIR on directories, EINVAL on other non-regular files, EFBIG
+  // past the chunk limit. EOPNOTSUPP when growing a file whose last chunk a
+  // truncate cut mid-chunk (raising that chunk's length would bring back the
+  // cut bytes instead of zeros): the caller commits the content with a fresh
+  // last chunk (CommitContent) and retries.
   virtual absl::StatusOr<InodeAttr> SetAttr(const Scope& scope, InodeId ino,
                                             const SetAttrRequest& req) = 0;
   // Entries with name > `after` (empty: from the start), at most `limit`
-  // (capped at kMaxReadDirEntries). `plus` fills DirEntry::attr.
+  // (capped at kMaxReadDirEntries; 0 means the cap). `plus` fills
+  // DirEntry::attr. Names sort bytewise (unsigned).
   virtual absl::StatusOr<ReadDirPage> ReadDir(const Scope& scope, InodeId dir,
                                               std::string_view after, uint32_t limit,
                                               bool plus) = 0;
   // Creates a regular file (mode's permission bits; type forced to S_IFREG).
   // If the name exists: ALREADY_EXISTS when `exclusive`, else returns the
-  // existing inode with created=false (EISDIR if it is a directory).
+  // existing inode with created=false, changing nothing (EISDIR if it is a
+  // directory; any other type, a symlink too, is returned as is).
   virtual absl::StatusOr<CreateResult> Create(const Scope& scope, InodeId parent,
                                               std::string_view name, uint32_t mode,
                                               const Caller& caller, bool exclusive) = 0;
@@ -119,7 +138,8 @@ class MetadataStore {
   // Adds a name for a non-directory inode (EPERM for directories).
   virtual absl::StatusOr<InodeAttr> Link(const Scope& scope, InodeId ino, InodeId new_parent,
                                          std::string_view new_name) = 0;
-  // Removes a non-directory name (EISDIR for directories).
+  // Removes a non-directory name (EISDIR for directories). The last link of
+  // a regular file orphans it (see the top of this file).
   virtual absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent,
                                               std::string_view name) = 0;
   // Removes an empty directory (ENOTDIR, ENOTEMPTY).
@@ -127,12 +147,20 @@ class MetadataStore {
   // rename(2)/renameat2(2): replaces the target atomically (a file over a
   // file, a dir over an empty dir), or fails with EEXIST (NOREPLACE), or swaps
   // both (EXCHANGE). EINVAL when a directory would move into itself.
-  // Returns the inode the target replaced and orphaned, if any (ino 0: none).
+  // Returns the inode the target replaced, if any (ino 0: none; always 0 for
+  // EXCHANGE): for a file, its links left and whether it was orphaned; for a
+  // replaced empty directory (freed), nlink 0 and orphaned false. NOREPLACE
+  // onto the source's own name is EEXIST, as in Linux; otherwise two names
+  // of one inode (or one name twice) make rename a successful no-op.
+  // Flags other than one of NOREPLACE/EXCHANGE are EINVAL.
   virtual absl::StatusOr<UnlinkResult> Rename(const Scope& scope, InodeId parent,
                                               std::string_view name, InodeId new_parent,
                                               std::string_view new_name, uint32_t flags) = 0;
 
   // --- xattrs ---
+  // Names are 1..kMaxXattrNameBytes bytes (ERANGE otherwise, as Linux; EINVAL
+  // if they hold a NUL), values at most kMaxXattrValueBytes (E2BIG). A change
+  // moves the inode's ctime and version. ListXattr is sorted by name.
   virtual absl::StatusOr<std::string> GetXattr(const Scope& scope, InodeId ino,
                                                std::string_view name) = 0;  // ENODATA
   virtual absl::Status SetXattr(const Scope& scope, InodeId ino, std::string_view name,
@@ -143,13 +171,18 @@ class MetadataStore {
                                    std::string_view name) = 0;  // ENODATA
 
   // --- content ---
+  // The content of regular file `ino` (EISDIR for directories, EINVAL for
+  // other types), read together with the inode: `version` is the inode's
+  // version now, so it is the `expected_version` of a following commit (and
+  // any change of the inode, attributes included, makes that commit ESTALE).
   virtual absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) = 0;
   // Replaces the content of regular file `ino` with `chunks` (size, mtime),
   // only if its version is still `expected_version` (else ESTALE, nothing
   // changed). Adds references to the new chunks, drops the old ones (chunks
   // whose count reaches 0 go to the garbage list). RESOURCE_EXHAUSTED/EDQUOT
   // if the scope's usage would exceed its quota. The caller has checked the
-  // chunks exist in the chunk store.
+  // chunks exist in the chunk store. Allowed on an orphan (an open unlinked
+  // file being closed). The returned attr's version is the new content's.
   virtual absl::StatusOr<InodeAttr> CommitContent(const Scope& scope, InodeId ino,
                                                   uint64_t expected_version, uint64_t size,
                                                   uint32_t chunk_size,
@@ -167,7 +200,9 @@ class MetadataStore {
   // --- chunk references (for the collector) ---
   // References to `id` from live and orphan inodes of the scope (0 if none).
   virtual absl::StatusOr<uint64_t> ChunkRefCount(const Scope& scope, const ChunkId& id) = 0;
-  // Chunks whose count reached 0 (in id order), at most `limit`.
+  // Chunks whose count reached 0 (in id order), at most `limit` (0, or more
+  // than 65536: 65536). A chunk referenced again leaves the list. DeleteScope
+  // drops the list with the scope: the caller deletes that scope's chunks.
   virtual absl::StatusOr<std::vector<ChunkId>> ListGarbage(const Scope& scope,
                                                            uint32_t limit) = 0;
   // Drops `ids` from the garbage list (after the collector deleted them).

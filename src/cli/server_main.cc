@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+
+#include "common/malloc_tuning.h"
 #include <cstdio>
 #include <iostream>
 
@@ -20,6 +22,7 @@ using traincache::server::CacheServer;
 using traincache::server::ServerConfig;
 
 int main(int argc, char** argv) {
+  traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache-server: the cluster cache service"};
   std::string config_path;
   std::optional<std::string> data_dir, listen, token_file, log_level;

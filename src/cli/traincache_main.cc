@@ -10,6 +10,8 @@
 // ADDR and F default to $TRAINCACHE_SERVER and $TRAINCACHE_TOKEN_FILE.
 // Exit codes: 0 success, 1 the operation failed (message on stderr), 2 usage.
 #include <CLI/CLI.hpp>
+
+#include "common/malloc_tuning.h"
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -100,6 +102,7 @@ absl::Status Stats(rpc::ServerClient& client) {
 
 int main(int argc, char** argv) {
   using namespace traincache;
+  traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache: operate the training cache"};
   app.require_subcommand(1);
   std::string server = cli::EnvOr("TRAINCACHE_SERVER", "127.0.0.1:7070");

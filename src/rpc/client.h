@@ -30,8 +30,10 @@ namespace traincache::rpc {
 // Largest message either side accepts; a commit of a 1 TB file in 4 MiB
 // chunks fits (262,144 chunk refs).
 inline constexpr int kMaxMessageBytes = 16 << 20;
+// HTTP/2 flow-control lookahead both sides grant: a whole chunk can be in flight.
+inline constexpr int kHttp2WindowBytes = 16 << 20;
 // Chunk bytes travel in pieces of at most this size.
-inline constexpr size_t kChunkPieceBytes = 1 << 20;
+inline constexpr size_t kChunkPieceBytes = 4 << 20;
 
 struct ClientOptions {
   std::string target;  // "host:port" or "unix:/path/to/socket"

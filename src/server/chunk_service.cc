@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include "rpc/client.h"
 #include "server/services.h"
@@ -148,7 +149,12 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
   absl::Status Load(const v1::GetChunkRequest& req) {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req.scope()));
     ASSIGN_OR_RETURN(ChunkId id, ChunkId::FromBytes(req.id()));
+    auto start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(data_, ctx_->chunks().Get(scope, id, req.offset(), req.length()));
+    ctx_->counters().Add("chunk.get.store_micros",
+                         std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now() - start)
+                             .count());
     ASSIGN_OR_RETURN(chunk_size_, ctx_->chunks().Stat(scope, id));
     ctx_->counters().Add("chunk.get.count");
     ctx_->counters().Add("chunk.get.bytes", data_.size());
@@ -189,7 +195,7 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
 grpc::ServerUnaryReactor* ChunkService::HasChunks(grpc::CallbackServerContext* c,
                                                   const v1::HasChunksRequest* req,
                                                   v1::HasChunksResponse* resp) {
-  return ctx_->Unary(c, "HasChunks", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "HasChunks", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     if (req->ids_size() > 1024) {
       return absl::InvalidArgumentError(

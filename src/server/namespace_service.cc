@@ -29,7 +29,7 @@ absl::Status CheckIno(uint64_t ino) {
 grpc::ServerUnaryReactor* NamespaceService::OpenScope(grpc::CallbackServerContext* c,
                                                       const v1::OpenScopeRequest* req,
                                                       v1::OpenScopeResponse* resp) {
-  return ctx_->Unary(c, "OpenScope", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "OpenScope", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     ASSIGN_OR_RETURN(ScopeInfo info, ctx_->OpenScope(scope, req->create()));
     ASSIGN_OR_RETURN(InodeAttr root, ctx_->meta().GetAttr(scope, kRootInode));
@@ -42,7 +42,7 @@ grpc::ServerUnaryReactor* NamespaceService::OpenScope(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* NamespaceService::Lookup(grpc::CallbackServerContext* c,
                                                    const v1::LookupRequest* req,
                                                    v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "Lookup", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Lookup", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Lookup(scope, req->parent(), req->name()));
@@ -54,7 +54,7 @@ grpc::ServerUnaryReactor* NamespaceService::Lookup(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* NamespaceService::GetAttr(grpc::CallbackServerContext* c,
                                                     const v1::GetAttrRequest* req,
                                                     v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "GetAttr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "GetAttr", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().GetAttr(scope, req->ino()));
@@ -66,7 +66,7 @@ grpc::ServerUnaryReactor* NamespaceService::GetAttr(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* NamespaceService::SetAttr(grpc::CallbackServerContext* c,
                                                     const v1::SetAttrRequest* req,
                                                     v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "SetAttr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "SetAttr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     SetAttrRequest set;
@@ -88,7 +88,7 @@ grpc::ServerUnaryReactor* NamespaceService::SetAttr(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* NamespaceService::ReadDir(grpc::CallbackServerContext* c,
                                                     const v1::ReadDirRequest* req,
                                                     v1::ReadDirResponse* resp) {
-  return ctx_->Unary(c, "ReadDir", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "ReadDir", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     if (req->after().size() > kMaxNameBytes) return PosixError(ENAMETOOLONG, "after is too long");
@@ -107,7 +107,7 @@ grpc::ServerUnaryReactor* NamespaceService::ReadDir(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c,
                                                   const v1::MkdirRequest* req,
                                                   v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "Mkdir", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Mkdir", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Mkdir(scope, req->parent(), req->name(),
@@ -120,7 +120,7 @@ grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* c,
                                                    const v1::CreateRequest* req,
                                                    v1::CreateResponse* resp) {
-  return ctx_->Unary(c, "Create", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Create", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(CreateResult r,
@@ -135,7 +135,7 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* c,
                                                    const v1::UnlinkRequest* req,
                                                    v1::UnlinkResponse* resp) {
-  return ctx_->Unary(c, "Unlink", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Unlink", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(UnlinkResult r, ctx_->meta().Unlink(scope, req->parent(), req->name()));
@@ -148,7 +148,7 @@ grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c,
                                                   const v1::RmdirRequest* req, v1::Empty*) {
-  return ctx_->Unary(c, "Rmdir", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Rmdir", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     return ctx_->meta().Rmdir(scope, req->parent(), req->name());
@@ -158,7 +158,7 @@ grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* c,
                                                    const v1::RenameRequest* req,
                                                    v1::UnlinkResponse* resp) {
-  return ctx_->Unary(c, "Rename", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Rename", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     RETURN_IF_ERROR(CheckIno(req->new_parent()));
@@ -179,7 +179,7 @@ grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext* c,
                                                     const v1::SymlinkRequest* req,
                                                     v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "Symlink", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Symlink", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(InodeAttr attr,
@@ -193,7 +193,7 @@ grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* NamespaceService::ReadLink(grpc::CallbackServerContext* c,
                                                      const v1::GetAttrRequest* req,
                                                      v1::ReadLinkResponse* resp) {
-  return ctx_->Unary(c, "ReadLink", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "ReadLink", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(std::string target, ctx_->meta().ReadLink(scope, req->ino()));
@@ -205,7 +205,7 @@ grpc::ServerUnaryReactor* NamespaceService::ReadLink(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
                                                  const v1::LinkRequest* req,
                                                  v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "Link", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "Link", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     RETURN_IF_ERROR(CheckIno(req->new_parent()));
@@ -219,7 +219,7 @@ grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* NamespaceService::GetXattr(grpc::CallbackServerContext* c,
                                                      const v1::XattrRequest* req,
                                                      v1::XattrResponse* resp) {
-  return ctx_->Unary(c, "GetXattr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "GetXattr", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(std::string value, ctx_->meta().GetXattr(scope, req->ino(), req->name()));
@@ -230,7 +230,7 @@ grpc::ServerUnaryReactor* NamespaceService::GetXattr(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* NamespaceService::SetXattr(grpc::CallbackServerContext* c,
                                                      const v1::XattrRequest* req, v1::Empty*) {
-  return ctx_->Unary(c, "SetXattr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "SetXattr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     return ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags());
@@ -240,7 +240,7 @@ grpc::ServerUnaryReactor* NamespaceService::SetXattr(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* NamespaceService::ListXattr(grpc::CallbackServerContext* c,
                                                       const v1::GetAttrRequest* req,
                                                       v1::ListXattrResponse* resp) {
-  return ctx_->Unary(c, "ListXattr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "ListXattr", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(std::vector<std::string> names, ctx_->meta().ListXattr(scope, req->ino()));
@@ -251,7 +251,7 @@ grpc::ServerUnaryReactor* NamespaceService::ListXattr(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* NamespaceService::RemoveXattr(grpc::CallbackServerContext* c,
                                                         const v1::XattrRequest* req, v1::Empty*) {
-  return ctx_->Unary(c, "RemoveXattr", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "RemoveXattr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     return ctx_->meta().RemoveXattr(scope, req->ino(), req->name());
@@ -261,7 +261,7 @@ grpc::ServerUnaryReactor* NamespaceService::RemoveXattr(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* NamespaceService::StatFs(grpc::CallbackServerContext* c,
                                                    const v1::ScopeRequest* req,
                                                    v1::StatFsResponse* resp) {
-  return ctx_->Unary(c, "StatFs", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "StatFs", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     ASSIGN_OR_RETURN(ScopeUsage usage, ctx_->meta().GetUsage(scope));
     resp->set_quota_bytes(usage.quota_bytes);
@@ -274,7 +274,7 @@ grpc::ServerUnaryReactor* NamespaceService::StatFs(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerContext* c,
                                                         const v1::GetAttrRequest* req,
                                                         v1::ChunkMapResponse* resp) {
-  return ctx_->Unary(c, "GetChunkMap", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "GetChunkMap", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(ChunkMap map, ctx_->meta().GetChunkMap(scope, req->ino()));
@@ -289,7 +289,7 @@ grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerContext* c,
                                                           const v1::CommitRequest* req,
                                                           v1::AttrResponse* resp) {
-  return ctx_->Unary(c, "CommitContent", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "CommitContent", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(std::vector<ChunkRef> chunks, FromProto(req->chunks()));
@@ -318,7 +318,7 @@ grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* NamespaceService::ReleaseInode(grpc::CallbackServerContext* c,
                                                          const v1::GetAttrRequest* req,
                                                          v1::Empty*) {
-  return ctx_->Unary(c, "ReleaseInode", [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "ReleaseInode", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     return ctx_->meta().ReleaseInode(scope, req->ino());

@@ -89,12 +89,18 @@ void ServiceContext::Finished(std::string_view method, const absl::Status& statu
 }
 
 grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx,
-                                                std::string_view method,
+                                                std::string_view method, Work work,
                                                 std::function<absl::Status()> body) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   if (absl::Status auth = CheckAuth(ctx); !auth.ok()) {
     Finished(method, auth);
     reactor->Finish(rpc::ToGrpcStatus(auth));
+    return reactor;
+  }
+  if (work == Work::kQuick) {
+    absl::Status status = body();
+    Finished(method, status);
+    reactor->Finish(rpc::ToGrpcStatus(status));
     return reactor;
   }
   pool_.Submit([this, reactor, method, body = std::move(body)] {

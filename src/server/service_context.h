@@ -62,9 +62,14 @@ class ServiceContext {
   // Records the outcome of `method` and logs failures worth an operator's eye.
   void Finished(std::string_view method, const absl::Status& status);
 
-  // Runs `body` on the worker pool and finishes the unary call with its status.
+  // How a handler body runs: reads of RocksDB and stat(2) are quick and run
+  // on gRPC's thread (no hand-off); anything that syncs a disk (mutations,
+  // chunk reads with verification) goes to the worker pool.
+  enum class Work { kQuick, kBlocking };
+
+  // Runs `body` and finishes the unary call with its status.
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, std::string_view method,
-                                  std::function<absl::Status()> body);
+                                  Work work, std::function<absl::Status()> body);
 
  private:
   MetadataStore* meta_;

@@ -3,7 +3,7 @@
 // same run (in-process calls to the same RocksDB store; a raw loopback TCP
 // copy of the same bytes). Prints a table and the same figures as JSON.
 //
-//   server_bench [--inodes N] [--dir D] [--chunk-mib M] [--json FILE]
+//   server_bench [--inodes N] [--dir D] [--chunk-mib M] [--json FILE] [--transport tcp|unix]
 //
 // Not a test: nothing here passes or fails on speed.
 #include <arpa/inet.h>
@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/malloc_tuning.h"
 #include "integration/remote_fs.h"
 #include "testing/server_process.h"
 #include "testing/temp_dir.h"
@@ -116,15 +117,18 @@ double RawTcpCopy(size_t bytes, int streams) {
 }
 
 int Main(int argc, char** argv) {
+  TuneMallocForChunkBuffers();
   uint64_t inodes = 1'000'000;
   std::string dir_base, json_path;
   size_t chunk_mib = 256;  // per stream
+  bool unix_socket = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--inodes") inodes = std::stoull(argv[i + 1]);
     if (a == "--dir") dir_base = argv[i + 1];
     if (a == "--chunk-mib") chunk_mib = std::stoull(argv[i + 1]);
     if (a == "--json") json_path = argv[i + 1];
+    if (a == "--transport") unix_socket = std::string(argv[i + 1]) == "unix";
   }
   if (!dir_base.empty()) setenv("TMPDIR", dir_base.c_str(), 1);
   testing::TempDir dir;
@@ -173,7 +177,7 @@ int Main(int argc, char** argv) {
 
   // ---- traincache-server over loopback TCP ----
   testing::ServerProcess server(dir.Sub("server-data"), dir.path(),
-                                testing::FreeLoopbackAddress());
+                                unix_socket ? "" : testing::FreeLoopbackAddress());
   if (absl::Status s = server.Start(); !s.ok()) {
     std::cerr << s << "\n";
     return 1;
@@ -243,6 +247,7 @@ int Main(int argc, char** argv) {
     for (auto& t : threads) t.join();
     double put = bytes / Seconds(start) / 1e6;
     threads.clear();
+    std::cerr << "server: chunk get, " << streams << " streams\n";
     start = Clock::now();
     for (int s = 0; s < streams; ++s) {
       threads.emplace_back([&, s] {
