@@ -207,6 +207,14 @@ class MetadataStore {
                                                            uint32_t limit) = 0;
   // Drops `ids` from the garbage list (after the collector deleted them).
   virtual absl::Status ForgetGarbage(const Scope& scope, const std::vector<ChunkId>& ids) = 0;
+
+  // --- read barrier ---
+  // Reads may see a mutation of another thread before its batch is durable
+  // (mutations share syncs). Returns once everything any read so far could
+  // have seen is durable: call it before handing read results to someone who
+  // will act on them across a crash (a node caching version N+1). Cheap when
+  // nothing is pending.
+  virtual absl::Status WaitReadsDurable() = 0;
 };
 
 // Creates the in-memory twin (tests, fakes). Never fails.

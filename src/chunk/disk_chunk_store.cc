@@ -419,6 +419,7 @@ class DiskChunkStore final : public ChunkStore {
     // Verify before the range check: a truncated chunk is corrupt, not a bad
     // request.
     if (ChunkId::Of(buf) != id) {
+      Quarantine(scope, hex, path);
       return DataLoss(scope, hex, path, "content does not match its id");
     }
 
@@ -560,6 +561,21 @@ class DiskChunkStore final : public ChunkStore {
       parent = dir;
     }
     return absl::OkStatus();
+  }
+
+  // Moves a corrupt chunk file out of the way so that HasChunks reports it
+  // missing and the next upload of those bytes heals it; the file is kept in
+  // <root>/quarantine for an operator (and fsck) to look at.
+  void Quarantine(const Scope& scope, std::string_view hex, const std::string& path) {
+    std::string dest = fmt::format("{}/quarantine/{}-{}-{}", root_, scope.kind_name(), scope.id(),
+                                   hex);
+    absl::Status moved = MakeDir(root_ + "/quarantine").status();
+    if (moved.ok()) moved = Rename(path, dest);
+    if (moved.ok()) {
+      spdlog::error("chunk store: moved corrupt chunk {} of {} to {}", hex, scope.ToString(), dest);
+    } else {
+      spdlog::error("chunk store: cannot quarantine corrupt chunk {}: {}", path, moved.ToString());
+    }
   }
 
   static absl::Status NotFound(const Scope& scope, std::string_view hex) {

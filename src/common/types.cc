@@ -57,7 +57,8 @@ absl::Status ValidateChunkMapShape(uint64_t size, uint32_t chunk_size,
     return absl::InvalidArgumentError(
         fmt::format("chunk_size must be a power of two in [64 KiB, 16 MiB], got {}", chunk_size));
   }
-  uint64_t expected_count = (size + chunk_size - 1) / chunk_size;
+  // Written so that no size near 2^64 can overflow.
+  uint64_t expected_count = size / chunk_size + (size % chunk_size != 0 ? 1 : 0);
   if (chunks.size() != expected_count) {
     return absl::InvalidArgumentError(fmt::format("a file of {} bytes in chunks of {} has {} chunks, got {}",
                                                     size, chunk_size, expected_count, chunks.size()));

@@ -915,3 +915,12 @@ absl::Status KvMetadataStore::ForgetGarbage(const Scope& scope, const std::vecto
 }
 
 }  // namespace traincache::meta
+
+namespace traincache::meta {
+
+absl::Status KvMetadataStore::WaitReadsDurable() {
+  // Any write a read could have seen was applied before this token was taken.
+  return backend_->WaitDurable(backend_->LastToken());
+}
+
+}  // namespace traincache::meta

@@ -84,6 +84,7 @@ class KvMetadataStore : public MetadataStore {
   absl::StatusOr<uint64_t> ChunkRefCount(const Scope& scope, const ChunkId& id) override;
   absl::StatusOr<std::vector<ChunkId>> ListGarbage(const Scope& scope, uint32_t limit) override;
   absl::Status ForgetGarbage(const Scope& scope, const std::vector<ChunkId>& ids) override;
+  absl::Status WaitReadsDurable() override;
 
  private:
   // What this process knows of one scope. Every write of the scope's keys

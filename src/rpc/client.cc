@@ -77,10 +77,11 @@ absl::StatusOr<std::string> ServerClient::GetChunk(const Scope& scope, const Chu
   std::string out;
   v1::GetChunkResponse piece;
   while (reader->Read(&piece)) {
-    if (out.empty() && piece.chunk_size() > 0) {
-      out.reserve(length ? length : piece.chunk_size() - std::min(offset, piece.chunk_size()));
+    if (out.empty()) {
+      out = std::move(*piece.mutable_data());  // One-piece chunks: no copy.
+    } else {
+      out.append(piece.data());
     }
-    out.append(piece.data());
   }
   RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
   return out;

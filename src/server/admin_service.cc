@@ -10,7 +10,7 @@ namespace traincache::server {
 
 grpc::ServerUnaryReactor* AdminService::Ping(grpc::CallbackServerContext* c,
                                              const v1::PingRequest*, v1::PingResponse* resp) {
-  return ctx_->Unary(c, "Ping", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.Ping", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     resp->set_version(TRAINCACHE_VERSION);
     resp->set_server_id(server_id_);
     return absl::OkStatus();
@@ -20,7 +20,7 @@ grpc::ServerUnaryReactor* AdminService::Ping(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* AdminService::GetUsage(grpc::CallbackServerContext* c,
                                                  const v1::ScopeRef* req,
                                                  v1::UsageResponse* resp) {
-  return ctx_->Unary(c, "GetUsage", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.GetUsage", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     ASSIGN_OR_RETURN(ScopeUsage usage, ctx_->meta().GetUsage(scope));
     resp->set_used_bytes(usage.bytes);
@@ -33,7 +33,7 @@ grpc::ServerUnaryReactor* AdminService::GetUsage(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* AdminService::GetQuota(grpc::CallbackServerContext* c,
                                                  const v1::ScopeRef* req,
                                                  v1::QuotaResponse* resp) {
-  return ctx_->Unary(c, "GetQuota", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.GetQuota", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     ASSIGN_OR_RETURN(ScopeUsage usage, ctx_->meta().GetUsage(scope));
     resp->set_quota_bytes(usage.quota_bytes);
@@ -44,7 +44,7 @@ grpc::ServerUnaryReactor* AdminService::GetQuota(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* AdminService::SetQuota(grpc::CallbackServerContext* c,
                                                  const v1::SetQuotaRequest* req,
                                                  v1::QuotaResponse* resp) {
-  return ctx_->Unary(c, "SetQuota", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.SetQuota", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     // Setting a quota is how an operator prepares a scope before its first job.
     RETURN_IF_ERROR(ctx_->OpenScope(scope, /*create=*/true).status());
@@ -58,7 +58,7 @@ grpc::ServerUnaryReactor* AdminService::SetQuota(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* AdminService::DeleteScope(grpc::CallbackServerContext* c,
                                                     const v1::ScopeRef* req,
                                                     v1::DeleteScopeResponse* resp) {
-  return ctx_->Unary(c, "DeleteScope", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.DeleteScope", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     // Exclusive: no commit of this scope runs while its chunks go away.
     std::unique_lock lock(ctx_->ScopeLock(scope));
@@ -83,7 +83,7 @@ grpc::ServerUnaryReactor* AdminService::DeleteScope(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminService::ListScopes(grpc::CallbackServerContext* c,
                                                    const v1::ListScopesRequest*,
                                                    v1::ListScopesResponse* resp) {
-  return ctx_->Unary(c, "ListScopes", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.ListScopes", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(std::vector<Scope> scopes, ctx_->meta().ListScopes());
     for (const Scope& s : scopes) resp->add_scopes(s.ToString());
     return absl::OkStatus();
@@ -93,7 +93,7 @@ grpc::ServerUnaryReactor* AdminService::ListScopes(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* c,
                                                  const v1::GetStatsRequest*,
                                                  v1::GetStatsResponse* resp) {
-  return ctx_->Unary(c, "GetStats", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.GetStats", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     for (const auto& [name, value] : ctx_->counters().Snapshot()) {
       (*resp->mutable_counters())[name] = value;
     }
@@ -104,7 +104,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* AdminService::CollectGarbage(grpc::CallbackServerContext* c,
                                                        const v1::ScopeRef* req,
                                                        v1::CollectGarbageResponse* resp) {
-  return ctx_->Unary(c, "CollectGarbage", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.CollectGarbage", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     ASSIGN_OR_RETURN(uint64_t deleted, ctx_->CollectGarbage(scope));
     resp->set_chunks_deleted(deleted);

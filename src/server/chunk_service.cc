@@ -2,6 +2,8 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <mutex>
+#include <shared_mutex>
 #include <chrono>
 
 #include "rpc/client.h"
@@ -45,7 +47,7 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
     }
     if (pending_ && buffer_.size() == pending_size_) {
       ctx_->pool().Submit([this] {
-        absl::Status stored = ctx_->chunks().Put(*scope_, pending_id_, buffer_);
+        absl::Status stored = Store();
         if (!stored.ok()) {
           End(stored);
           return;
@@ -65,6 +67,14 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
   void OnDone() override { delete this; }
 
  private:
+  // Stores the assembled chunk. Under the scope lock, and only into a scope
+  // that exists: an upload racing DeleteScope cannot bring files back.
+  absl::Status Store() {
+    std::shared_lock lock(ctx_->ScopeLock(*scope_));
+    RETURN_IF_ERROR(ctx_->meta().OpenScope(*scope_, /*create=*/false).status());
+    return ctx_->chunks().Put(*scope_, pending_id_, buffer_);
+  }
+
   // Takes one message into the current chunk; an error ends the stream.
   absl::Status Accept() {
     if (!scope_) {
@@ -82,8 +92,9 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
       }
       pending_size_ = req_.header().size();
       pending_ = true;
+      // No reserve: the header's size is the client's word; memory follows
+      // the bytes that actually arrive.
       buffer_.clear();
-      buffer_.reserve(pending_size_);
     } else if (req_.part_case() == v1::PutChunksRequest::kData) {
       if (!pending_) return absl::InvalidArgumentError("data before a chunk header");
       if (buffer_.size() + req_.data().size() > pending_size_) {
@@ -91,7 +102,11 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
             fmt::format("chunk {} has more bytes than its header's {}", pending_id_.ToHex(),
                         pending_size_));
       }
-      buffer_.append(req_.data());
+      if (buffer_.empty()) {
+        buffer_ = std::move(*req_.mutable_data());  // Whole chunk in one message: no copy.
+      } else {
+        buffer_.append(req_.data());
+      }
     } else {
       return absl::InvalidArgumentError("message with neither header nor data");
     }
@@ -100,7 +115,7 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
   }
 
   void End(const absl::Status& status) {
-    ctx_->Finished("PutChunks", status);
+    ctx_->Finished("rpc.PutChunks", status);
     Finish(rpc::ToGrpcStatus(status));
   }
 
@@ -171,6 +186,14 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
     piece_.Clear();
     if (sent_ == 0) piece_.set_chunk_size(chunk_size_);
     size_t n = std::min(rpc::kChunkPieceBytes, data_.size() - sent_);
+    if (sent_ == 0 && n == data_.size()) {
+      piece_.set_data(std::move(data_));  // The usual case: one piece, no copy.
+      data_.clear();
+      sent_ = n;
+      all_sent_ = true;
+      StartWrite(&piece_);
+      return;
+    }
     piece_.set_data(data_.data() + sent_, n);
     sent_ += n;
     all_sent_ = sent_ == data_.size();
@@ -178,7 +201,7 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
   }
 
   void End(const absl::Status& status) {
-    ctx_->Finished("GetChunk", status);
+    ctx_->Finished("rpc.GetChunk", status);
     Finish(rpc::ToGrpcStatus(status));
   }
 
@@ -195,7 +218,7 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
 grpc::ServerUnaryReactor* ChunkService::HasChunks(grpc::CallbackServerContext* c,
                                                   const v1::HasChunksRequest* req,
                                                   v1::HasChunksResponse* resp) {
-  return ctx_->Unary(c, "HasChunks", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+  return ctx_->Unary(c, "rpc.HasChunks", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     if (req->ids_size() > 1024) {
       return absl::InvalidArgumentError(

@@ -71,9 +71,9 @@ absl::StatusOr<uint64_t> ServiceContext::CollectGarbage(const Scope& scope) {
 }
 
 void ServiceContext::Finished(std::string_view method, const absl::Status& status) {
-  counters_.Add(fmt::format("rpc.{}", method));
+  counters_.Add(method);
   if (status.ok()) return;
-  counters_.Add(fmt::format("rpc.{}.error.{}", method, absl::StatusCodeToString(status.code())));
+  counters_.Add(fmt::format("{}.error.{}", method, absl::StatusCodeToString(status.code())));
   switch (status.code()) {
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kDataLoss:
@@ -99,6 +99,9 @@ grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx
   }
   if (work == Work::kQuick) {
     absl::Status status = body();
+    // A read may have seen a commit whose WAL sync is still running; the
+    // answer leaves only once that is durable (usually nothing is pending).
+    if (status.ok()) status = meta_->WaitReadsDurable();
     Finished(method, status);
     reactor->Finish(rpc::ToGrpcStatus(status));
     return reactor;

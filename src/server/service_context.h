@@ -59,7 +59,8 @@ class ServiceContext {
   // scope, holding its lock exclusively. Returns chunks deleted.
   absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope);
 
-  // Records the outcome of `method` and logs failures worth an operator's eye.
+  // Records the outcome of `method` ("rpc.Lookup": also its counter's name)
+  // and logs failures worth an operator's eye.
   void Finished(std::string_view method, const absl::Status& status);
 
   // How a handler body runs: reads of RocksDB and stat(2) are quick and run

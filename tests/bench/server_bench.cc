@@ -19,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -67,7 +68,24 @@ struct Row {
   double traincache;
   std::string unit;
   std::string baseline_name;
+  double server_cpu = 0;  // server CPU per op (us) or per MB (ms)
 };
+
+// CPU seconds (user + system) a process has used so far.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  std::getline(in, line);
+  // Fields after the ")" that closes the command name; utime and stime are
+  // the 12th and 13th of them.
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 1; i <= 13 && rest >> field; ++i) {
+    if (i >= 12) ticks += std::stod(field);
+  }
+  return ticks / sysconf(_SC_CLK_TCK);
+}
 
 std::string RandomChunk(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -193,13 +211,24 @@ int Main(int argc, char** argv) {
   std::vector<InodeId> dirs;
   for (uint64_t d = 0; d < kDirs; ++d) dirs.push_back(fss[0]->Mkdir(kRootInode, fmt::format("d{}", d))->ino);
   std::cerr << "server: creating " << inodes << " inodes\n";
+  // Server CPU per operation: what a dedicated server core would spend, apart
+  // from the client threads that share this machine's cores in the run.
+  const pid_t spid = server.pid();
+  double cpu0 = CpuSeconds(spid);
+  auto cpu_per_op = [&](uint64_t ops) {
+    double now = CpuSeconds(spid), used = now - cpu0;
+    cpu0 = now;
+    return used / ops * 1e6;
+  };
   double create1 = RunOps(1, kCreate1, [&](int t, uint64_t i) {
     return fss[t]->Create(dirs[i % kDirs], name_of(i)).status();
   });
+  double create1_cpu = cpu_per_op(kCreate1);
   double create8 = RunOps(8, inodes - kCreate1 - kDirs, [&](int t, uint64_t i) {
     i += kCreate1;
     return fss[t]->Create(dirs[i % kDirs], name_of(i)).status();
   });
+  double create8_cpu = cpu_per_op(inodes - kCreate1 - kDirs);
   uint64_t files = inodes - kDirs;
   auto lookup = [&](int t, uint64_t i) {
     uint64_t k = (i * 2654435761u) % files;
@@ -207,17 +236,21 @@ int Main(int argc, char** argv) {
   };
   std::cerr << "server: lookups and getattrs\n";
   double lookup1 = RunOps(1, kProbe / 2, lookup);
+  double lookup1_cpu = cpu_per_op(kProbe / 2);
   double lookup8 = RunOps(8, kProbe, lookup);
+  double lookup8_cpu = cpu_per_op(kProbe);
   auto getattr = [&](int t, uint64_t i) { return fss[t]->GetAttr(dirs[(i * 7919) % kDirs]).status(); };
   double getattr1 = RunOps(1, kProbe / 2, getattr);
+  double getattr1_cpu = cpu_per_op(kProbe / 2);
   double getattr8 = RunOps(8, kProbe, getattr);
+  double getattr8_cpu = cpu_per_op(kProbe);
 
-  rows.push_back({"create, 1 thread", base_create1, create1, "ops/s", "in-process store"});
-  rows.push_back({"create, 8 threads", base_create8, create8, "ops/s", "in-process store"});
-  rows.push_back({"lookup, 1 thread", base_lookup1, lookup1, "ops/s", "in-process store"});
-  rows.push_back({"lookup, 8 threads", base_lookup8, lookup8, "ops/s", "in-process store"});
-  rows.push_back({"getattr, 1 thread", base_getattr1, getattr1, "ops/s", "in-process store"});
-  rows.push_back({"getattr, 8 threads", base_getattr8, getattr8, "ops/s", "in-process store"});
+  rows.push_back({"create, 1 thread", base_create1, create1, "ops/s", "in-process store", create1_cpu});
+  rows.push_back({"create, 8 threads", base_create8, create8, "ops/s", "in-process store", create8_cpu});
+  rows.push_back({"lookup, 1 thread", base_lookup1, lookup1, "ops/s", "in-process store", lookup1_cpu});
+  rows.push_back({"lookup, 8 threads", base_lookup8, lookup8, "ops/s", "in-process store", lookup8_cpu});
+  rows.push_back({"getattr, 1 thread", base_getattr1, getattr1, "ops/s", "in-process store", getattr1_cpu});
+  rows.push_back({"getattr, 8 threads", base_getattr8, getattr8, "ops/s", "in-process store", getattr8_cpu});
 
   // ---- chunks: 4 MiB each, `chunk_mib` per stream ----
   std::cerr << "server: chunk put/get\n";
@@ -273,20 +306,21 @@ int Main(int argc, char** argv) {
 
   std::printf("\ntraincache-server benchmark (%llu inodes in one scope, 4 MiB chunks)\n",
               static_cast<unsigned long long>(inodes));
-  std::printf("%-22s %14s %14s %8s  %s\n", "workload", "baseline", "traincache", "ratio",
-              "baseline is");
+  std::printf("%-22s %16s %16s %7s %14s  %s\n", "workload", "baseline", "traincache", "ratio",
+              "server CPU/op", "baseline is");
   for (const Row& r : rows) {
-    std::printf("%-22s %10.0f %-5s %8.0f %-5s %7.2f  %s\n", r.workload.c_str(), r.baseline,
+    std::string cpu = r.server_cpu > 0 ? fmt::format("{:.0f} us", r.server_cpu) : "-";
+    std::printf("%-22s %10.0f %-5s %10.0f %-5s %7.2f %14s  %s\n", r.workload.c_str(), r.baseline,
                 r.unit.c_str(), r.traincache, r.unit.c_str(), r.traincache / r.baseline,
-                r.baseline_name.c_str());
+                cpu.c_str(), r.baseline_name.c_str());
   }
   std::string json = "{\"inodes\": " + std::to_string(inodes) + ", \"rows\": [";
   for (size_t i = 0; i < rows.size(); ++i) {
     json += fmt::format(
         "{}{{\"workload\": \"{}\", \"baseline\": {:.1f}, \"traincache\": {:.1f}, \"unit\": \"{}\", "
-        "\"ratio\": {:.3f}, \"baseline_is\": \"{}\"}}",
+        "\"ratio\": {:.3f}, \"server_cpu_us_per_op\": {:.1f}, \"baseline_is\": \"{}\"}}",
         i ? ", " : "", rows[i].workload, rows[i].baseline, rows[i].traincache, rows[i].unit,
-        rows[i].traincache / rows[i].baseline, rows[i].baseline_name);
+        rows[i].traincache / rows[i].baseline, rows[i].server_cpu, rows[i].baseline_name);
   }
   json += "]}";
   std::printf("\n%s\n", json.c_str());

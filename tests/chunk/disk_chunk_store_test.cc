@@ -120,10 +120,14 @@ TEST_F(DiskChunkStoreTest, FlippedByteIsDataLoss) {
   EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(got.status().message().find("project:p1"), absl::string_view::npos) << got.status();
   EXPECT_NE(got.status().message().find(id.ToHex()), absl::string_view::npos) << got.status();
-  // Never any bytes, not even of a range that is intact.
-  EXPECT_EQ(store_->Get(project_, id, 0, 10).status().code(), absl::StatusCode::kDataLoss);
-  // Stat does not verify.
-  EXPECT_EQ(*store_->Stat(project_, id), data.size());
+  // The corrupt file is moved to quarantine: the chunk reads as missing (never
+  // as bytes), and uploading the right bytes again heals it.
+  EXPECT_EQ(store_->Get(project_, id, 0, 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stat(project_, id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(std::filesystem::exists(
+      fmt::format("{}/quarantine/project-p1-{}", root_, id.ToHex())));
+  ASSERT_TRUE(store_->Put(project_, id, data).ok());
+  EXPECT_EQ(*store_->Get(project_, id), data);
 
   std::vector<std::string> logged = sink->last_formatted();
   spdlog::set_default_logger(saved);
@@ -141,11 +145,9 @@ TEST_F(DiskChunkStoreTest, TruncatedChunkIsDataLossAndPutRewritesIt) {
   ChunkId id = PutOk(project_, data);
   const std::string path = ChunkPath(project_, id);
   ASSERT_EQ(truncate(path.c_str(), 1000), 0);
-  EXPECT_EQ(store_->Get(project_, id).status().code(), absl::StatusCode::kDataLoss);
-  // A range inside the remaining bytes or past them: still corruption.
+  // A range past the remaining bytes: still corruption, not a bad range.
   EXPECT_EQ(store_->Get(project_, id, 2000, 10).status().code(), absl::StatusCode::kDataLoss);
-
-  // The size is wrong, so a new upload replaces the file.
+  // Quarantined: the chunk now reads as missing, and a new upload heals it.
   EXPECT_OK(store_->Put(project_, id, data));
   absl::StatusOr<std::string> got = store_->Get(project_, id);
   ASSERT_OK(got);

@@ -24,6 +24,9 @@ TEST(ChunkMapShapeTest, AcceptsWellFormedAndRejectsOthers) {
   EXPECT_FALSE(ValidateChunkMapShape(cs + 10, cs + 1, two).ok());
   EXPECT_FALSE(ValidateChunkMapShape(cs + 10, 1024, two).ok());
   EXPECT_FALSE(ValidateChunkMapShape(cs * 3, cs, two).ok());
+  // Sizes near 2^64 must not wrap around to a small chunk count.
+  EXPECT_FALSE(ValidateChunkMapShape(UINT64_MAX, cs, {}).ok());
+  EXPECT_FALSE(ValidateChunkMapShape(UINT64_MAX - 5, cs, two).ok());
 }
 
 }  // namespace

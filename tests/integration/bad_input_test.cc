@@ -2,6 +2,7 @@
 // status and change nothing, which each test checks by comparing the scope's
 // listing, attributes and usage before and after.
 #include <cerrno>
+#include <filesystem>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -124,6 +125,13 @@ TEST_F(BadInputTest, ChunkWhoseBytesDoNotMatchItsIdIsNotStored) {
   v1::HasChunksResponse present;
   ASSERT_TRUE(c.Call(&v1::Chunks::Stub::HasChunks, c.chunks(), has, &present).ok());
   EXPECT_EQ(present.sizes(0), -1);
+  ExpectUnchanged();
+}
+
+TEST_F(BadInputTest, ChunksForAScopeThatDoesNotExistAreRefused) {
+  Scope ghost = *Scope::Parse("project:ghost");
+  EXPECT_EQ(client_->PutChunks(ghost, {"orphan bytes"}).code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(server_->data_dir() + "/chunks/project/ghost"));
   ExpectUnchanged();
 }
 
