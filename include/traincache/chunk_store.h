@@ -60,6 +60,10 @@ class ChunkStore {
                             const std::function<absl::Status(const ChunkInfo&)>& fn) = 0;
 };
 
+// The check every ChunkStore::Put makes before storing: INVALID_ARGUMENT if
+// `data` is over kMaxChunkSize or does not hash to `id`.
+absl::Status ValidateChunkBytes(const Scope& scope, const ChunkId& id, std::string_view data);
+
 // The in-memory twin. Never fails.
 std::unique_ptr<ChunkStore> NewMemoryChunkStore();
 

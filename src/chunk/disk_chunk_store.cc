@@ -336,15 +336,7 @@ class DiskChunkStore final : public ChunkStore {
       : root_(std::move(root)), tmp_dir_(root_ + "/tmp"), lock_(std::move(lock)) {}
 
   absl::Status Put(const Scope& scope, const ChunkId& id, std::string_view data) override {
-    if (data.size() > kMaxChunkSize) {
-      return absl::InvalidArgumentError(
-          fmt::format("chunk {} of {} is {} bytes, more than the maximum {}", id.ToHex(),
-                      scope.ToString(), data.size(), kMaxChunkSize));
-    }
-    if (ChunkId::Of(data) != id) {
-      return absl::InvalidArgumentError(fmt::format(
-          "bytes given for chunk {} of {} do not hash to its id", id.ToHex(), scope.ToString()));
-    }
+    RETURN_IF_ERROR(ValidateChunkBytes(scope, id, data));
     const std::string hex = id.ToHex();
     const std::string dir = ShardDir(scope, hex);
     const std::string path = fmt::format("{}/{}", dir, hex);

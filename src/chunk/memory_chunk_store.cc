@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "traincache/chunk_store.h"
+#include "traincache/status.h"
 
 namespace traincache {
 namespace {
@@ -23,16 +24,8 @@ namespace {
 class MemoryChunkStore final : public ChunkStore {
  public:
   absl::Status Put(const Scope& scope, const ChunkId& id, std::string_view data) override {
-    if (data.size() > kMaxChunkSize) {
-      return absl::InvalidArgumentError(
-          fmt::format("chunk {} of {} is {} bytes, more than the maximum {}", id.ToHex(),
-                      scope.ToString(), data.size(), kMaxChunkSize));
-    }
     // Hash outside the lock: it is the expensive part.
-    if (ChunkId::Of(data) != id) {
-      return absl::InvalidArgumentError(fmt::format(
-          "bytes given for chunk {} of {} do not hash to its id", id.ToHex(), scope.ToString()));
-    }
+    RETURN_IF_ERROR(ValidateChunkBytes(scope, id, data));
     absl::MutexLock lock(&mu_);
     Entry& entry = scopes_[scope][id];
     // An existing entry keeps its bytes; its mtime is refreshed so the sweep's
