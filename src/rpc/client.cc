@@ -1,5 +1,7 @@
 #include "rpc/client.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "rpc/convert.h"
@@ -34,6 +36,26 @@ std::unique_ptr<grpc::ClientContext> ServerClient::NewContext() const {
   if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
   ctx->set_deadline(std::chrono::system_clock::now() + options_.deadline);
   return ctx;
+}
+
+absl::StatusOr<std::vector<int64_t>> ServerClient::HasChunks(const Scope& scope,
+                                                             const std::vector<ChunkId>& ids) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(ids.size());
+  for (size_t start = 0; start < ids.size(); start += kMaxHasChunksIds) {
+    v1::HasChunksRequest req;
+    req.set_scope(scope.ToString());
+    size_t end = std::min(ids.size(), start + kMaxHasChunksIds);
+    for (size_t i = start; i < end; ++i) req.add_ids(std::string(ids[i].bytes()));
+    v1::HasChunksResponse resp;
+    RETURN_IF_ERROR(Call(&v1::Chunks::Stub::HasChunks, *chunks_, req, &resp));
+    if (resp.sizes_size() != static_cast<int>(end - start)) {
+      return absl::InternalError(
+          fmt::format("HasChunks answered {} sizes for {} ids", resp.sizes_size(), end - start));
+    }
+    sizes.insert(sizes.end(), resp.sizes().begin(), resp.sizes().end());
+  }
+  return sizes;
 }
 
 absl::Status ServerClient::PutChunks(const Scope& scope,
@@ -98,28 +120,19 @@ absl::StatusOr<InodeAttr> ServerClient::WriteFile(const Scope& scope, InodeId in
   commit.set_chunk_size(chunk_size);
   ToProto(Now(), commit.mutable_mtime());
 
-  v1::HasChunksRequest has;
-  has.set_scope(scope.ToString());
   std::vector<std::string_view> pieces;
+  std::vector<ChunkId> ids;
   for (size_t off = 0; off < data.size(); off += chunk_size) {
     std::string_view piece = data.substr(off, chunk_size);
     ChunkId id = ChunkId::Of(piece);
     pieces.push_back(piece);
-    has.add_ids(std::string(id.bytes()));
+    ids.push_back(id);
     ToProto(ChunkRef{id, static_cast<uint32_t>(piece.size())}, commit.add_chunks());
   }
+  ASSIGN_OR_RETURN(std::vector<int64_t> present, HasChunks(scope, ids));
   std::vector<std::string_view> missing;
-  // HasChunks takes at most 1024 ids per call.
-  for (size_t start = 0; start < pieces.size(); start += 1024) {
-    v1::HasChunksRequest batch;
-    batch.set_scope(scope.ToString());
-    size_t end = std::min(pieces.size(), start + 1024);
-    for (size_t i = start; i < end; ++i) batch.add_ids(has.ids(static_cast<int>(i)));
-    v1::HasChunksResponse present;
-    RETURN_IF_ERROR(Call(&v1::Chunks::Stub::HasChunks, *chunks_, batch, &present));
-    for (size_t i = start; i < end; ++i) {
-      if (present.sizes(static_cast<int>(i - start)) < 0) missing.push_back(pieces[i]);
-    }
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (present[i] < 0) missing.push_back(pieces[i]);
   }
   // Upload in batches of ~64 MiB per stream.
   for (size_t start = 0; start < missing.size();) {

@@ -34,6 +34,8 @@ inline constexpr int kMaxMessageBytes = 16 << 20;
 inline constexpr int kHttp2WindowBytes = 16 << 20;
 // Chunk bytes travel in pieces of at most this size.
 inline constexpr size_t kChunkPieceBytes = 4 << 20;
+// HasChunks takes at most this many ids per call.
+inline constexpr size_t kMaxHasChunksIds = 1024;
 
 struct ClientOptions {
   std::string target;  // "host:port" or "unix:/path/to/socket"
@@ -48,6 +50,10 @@ class ServerClient {
   // A context carrying the token and the deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
+  const ClientOptions& options() const { return options_; }
+  // The connection, for callers that watch its state (GrpcClusterClient).
+  grpc::Channel& channel() const { return *channel_; }
+
   v1::Namespace::Stub& ns() { return *ns_; }
   v1::Chunks::Stub& chunks() { return *chunks_; }
   v1::Admin::Stub& admin() { return *admin_; }
@@ -61,6 +67,10 @@ class ServerClient {
     return FromGrpcStatus((stub.*method)(ctx.get(), req, resp));
   }
 
+  // HasChunks over any number of ids (calls of at most kMaxHasChunksIds):
+  // for each id in order, its stored size or -1 if the server lacks it.
+  absl::StatusOr<std::vector<int64_t>> HasChunks(const Scope& scope,
+                                                 const std::vector<ChunkId>& ids);
   // Uploads chunks (each hashed here) in one stream; OK when all are stored.
   absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks);
   // Fetches bytes [offset, offset+length) of a chunk (length 0: to its end).

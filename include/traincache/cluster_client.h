@@ -1,0 +1,145 @@
+// ClusterClient: how a node reaches its cluster's traincache-server — the
+// namespace of every scope (proto/traincache/v1/namespace.proto) and the chunk
+// bytes (chunk.proto), in the core's own types. The node core (src/node) talks
+// to the server only through this interface; the gRPC implementation lives in
+// src/rpc/grpc_cluster_client.h, the in-process fake in
+// tests/testing/fake_cluster_client.h.
+//
+// One client serves any number of scopes: every call names its scope, so one
+// node daemon keeps one connection for all of its mounts. Semantics are the
+// MetadataStore's (metadata_store.h) as the server applies them: a mutation
+// happens whole or not at all and is durable when the call returns.
+//
+// Errors. A call returns what the server answered, with the POSIX errno kept
+// (status.h payload): ENOENT as NOT_FOUND, EEXIST as ALREADY_EXISTS, ENOTEMPTY
+// and ESTALE as FAILED_PRECONDITION, EDQUOT as RESOURCE_EXHAUSTED, and so on,
+// exactly as metadata_store.h lists them. Besides those:
+//   UNAVAILABLE (errno EIO)  the server could not be reached, or did not
+//                            answer, for the whole outage timeout. Shorter
+//                            outages (a restart, a dropped connection) are
+//                            waited out and never surface as an error.
+//   UNKNOWN (errno EIO)      the connection broke (or the server stopped)
+//                            while a request that is not safe to repeat (see
+//                            below) was in flight: it may or may not have
+//                            been applied. The caller looks
+//                            (Lookup, GetAttr) before it acts on either.
+//   DEADLINE_EXCEEDED        such a request took longer than the per-call
+//                            deadline (same uncertainty as UNKNOWN).
+//   UNAUTHENTICATED          the token was refused; never retried.
+// Repeatable requests (every read; SetAttr; SetXattr without XATTR_CREATE;
+// OpenScope; Create without `exclusive`; ReleaseInode; HasChunks, PutChunks,
+// GetChunk; CommitContent, which is conditional on a version) are re-sent
+// after any transient failure until the outage timeout. The others (Mkdir,
+// Create exclusive, Symlink, Link, Unlink, Rmdir, Rename, SetXattr with
+// XATTR_CREATE, RemoveXattr) are sent only once a connection is up and are
+// never re-sent once they may have reached the server.
+//
+// Thread-safe: all methods may be called concurrently.
+#ifndef TRAINCACHE_CLUSTER_CLIENT_H_
+#define TRAINCACHE_CLUSTER_CLIENT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "traincache/metadata_store.h"
+#include "traincache/scope.h"
+#include "traincache/types.h"
+
+namespace traincache {
+
+struct OpenScopeResult {
+  InodeAttr root;
+  // Random, made when the scope was created: a different value means the
+  // scope was deleted and made again, so everything cached for it is void.
+  uint64_t generation = 0;
+};
+
+class ClusterClient {
+ public:
+  virtual ~ClusterClient() = default;
+
+  // --- namespace (namespace.proto; semantics in metadata_store.h) ---
+  // The scope's root, creating the scope (empty root, the server's default
+  // quota) if `create`. NOT_FOUND if absent and !create.
+  virtual absl::StatusOr<OpenScopeResult> OpenScope(const Scope& scope, bool create) = 0;
+  virtual absl::StatusOr<InodeAttr> Lookup(const Scope& scope, InodeId parent,
+                                           std::string_view name) = 0;
+  virtual absl::StatusOr<InodeAttr> GetAttr(const Scope& scope, InodeId ino) = 0;
+  virtual absl::StatusOr<InodeAttr> SetAttr(const Scope& scope, InodeId ino,
+                                            const SetAttrRequest& req) = 0;
+  // One page of entries with name > `after` (empty: from the start), at most
+  // `limit` (0 or more than kMaxReadDirEntries: kMaxReadDirEntries). Pass the
+  // last name of a page as the next `after` while `more` is set.
+  virtual absl::StatusOr<ReadDirPage> ReadDir(const Scope& scope, InodeId dir,
+                                              std::string_view after, uint32_t limit,
+                                              bool plus) = 0;
+  virtual absl::StatusOr<InodeAttr> Mkdir(const Scope& scope, InodeId parent, std::string_view name,
+                                          uint32_t mode, const Caller& caller) = 0;
+  virtual absl::StatusOr<CreateResult> Create(const Scope& scope, InodeId parent,
+                                              std::string_view name, uint32_t mode,
+                                              const Caller& caller, bool exclusive) = 0;
+  virtual absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent,
+                                              std::string_view name) = 0;
+  virtual absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name) = 0;
+  // `flags`: 0, kRenameNoReplace or kRenameExchange.
+  virtual absl::StatusOr<UnlinkResult> Rename(const Scope& scope, InodeId parent,
+                                              std::string_view name, InodeId new_parent,
+                                              std::string_view new_name, uint32_t flags) = 0;
+  virtual absl::StatusOr<InodeAttr> Symlink(const Scope& scope, InodeId parent,
+                                            std::string_view name, std::string_view target,
+                                            const Caller& caller) = 0;
+  virtual absl::StatusOr<std::string> ReadLink(const Scope& scope, InodeId ino) = 0;
+  virtual absl::StatusOr<InodeAttr> Link(const Scope& scope, InodeId ino, InodeId new_parent,
+                                         std::string_view new_name) = 0;
+  virtual absl::StatusOr<std::string> GetXattr(const Scope& scope, InodeId ino,
+                                               std::string_view name) = 0;
+  // `flags`: 0, kXattrCreate or kXattrReplace.
+  virtual absl::Status SetXattr(const Scope& scope, InodeId ino, std::string_view name,
+                                std::string_view value, uint32_t flags) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& scope, InodeId ino) = 0;
+  virtual absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name) = 0;
+  // Quota, bytes used and live inodes of the scope (what statfs shows).
+  virtual absl::StatusOr<ScopeUsage> StatFs(const Scope& scope) = 0;
+  // The content of regular file `ino`; its `version` is the expected_version
+  // of a following CommitContent.
+  virtual absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) = 0;
+  // Replaces the content of `ino` if its version is still `expected_version`
+  // (else FAILED_PRECONDITION/ESTALE). Every non-hole chunk must be stored
+  // with exactly the ref's length (else FAILED_PRECONDITION/ENOENT for a
+  // missing one, INVALID_ARGUMENT/EINVAL for a length mismatch); over quota
+  // is RESOURCE_EXHAUSTED/EDQUOT. Nothing changes on error.
+  virtual absl::StatusOr<InodeAttr> CommitContent(const Scope& scope, InodeId ino,
+                                                  uint64_t expected_version, uint64_t size,
+                                                  uint32_t chunk_size,
+                                                  const std::vector<ChunkRef>& chunks,
+                                                  Timespec mtime) = 0;
+  // The node saw the last close of an unlinked file: frees it. OK if the
+  // inode still has links or is gone.
+  virtual absl::Status ReleaseInode(const Scope& scope, InodeId ino) = 0;
+
+  // --- chunks (chunk.proto) ---
+  // For each id, in order: the stored size, or nullopt if the server lacks
+  // it. Any number of ids (the wire's 1024-per-call limit is handled here).
+  virtual absl::StatusOr<std::vector<std::optional<uint64_t>>> HasChunks(
+      const Scope& scope, const std::vector<ChunkId>& ids) = 0;
+  // Stores each byte string as the chunk named by its SHA-256 (ChunkId::Of),
+  // durably. Each is at most kMaxChunkSize (else INVALID_ARGUMENT). NOT_FOUND
+  // if the scope does not exist. On error some chunks may be stored (that is
+  // harmless: unreferenced chunks are collected).
+  virtual absl::Status PutChunks(const Scope& scope,
+                                 const std::vector<std::string_view>& chunks) = 0;
+  // Bytes [offset, offset+length) of chunk `id`, clipped at its end (length
+  // 0: to its end), verified by the server. NOT_FOUND if absent, DATA_LOSS if
+  // the server's copy is corrupt.
+  virtual absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id,
+                                               uint64_t offset, uint64_t length) = 0;
+};
+
+}  // namespace traincache
+
+#endif  // TRAINCACHE_CLUSTER_CLIENT_H_

@@ -1,0 +1,227 @@
+// GrpcClusterClient against a real traincache-server process (loopback TCP,
+// as nodes reach it): the conformance suite, then outages — a restart is
+// waited out, a long outage becomes UNAVAILABLE right after the timeout, a
+// wrong token is UNAUTHENTICATED at once.
+#include "rpc/grpc_cluster_client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "rpc/cluster_client_conformance.h"
+#include "testing/server_process.h"
+#include "testing/temp_dir.h"
+#include "traincache/status.h"
+
+namespace traincache::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+class GrpcEnv : public ClusterClientEnv {
+ public:
+  GrpcEnv() : server_(dir_.Sub("data"), dir_.path(), FreeLoopbackAddress()) {}
+
+  absl::Status Start() {
+    RETURN_IF_ERROR(server_.Start());
+    client_ = std::make_unique<rpc::GrpcClusterClient>(
+        rpc::GrpcClusterClientOptions{.target = server_.address(),
+                                      .token = server_.token(),
+                                      .outage_timeout = milliseconds(10'000)});
+    return absl::OkStatus();
+  }
+  ClusterClient& client() override { return *client_; }
+  absl::Status SetQuota(const Scope& scope, uint64_t quota_bytes) override {
+    auto admin = server_.Client();
+    v1::SetQuotaRequest req;
+    req.set_scope(scope.ToString());
+    req.set_quota_bytes(quota_bytes);
+    v1::QuotaResponse resp;
+    return admin->Call(&v1::Admin::Stub::SetQuota, admin->admin(), req, &resp);
+  }
+  const ServerProcess& server() const { return server_; }
+
+ private:
+  // Destroyed in reverse: the client's connection closes before the server
+  // stops (gRPC 1.51's server waits on connected idle clients when stopping).
+  TempDir dir_;
+  ServerProcess server_;
+  std::unique_ptr<rpc::GrpcClusterClient> client_;
+};
+
+std::unique_ptr<ClusterClientEnv> MakeGrpcEnv() {
+  auto env = std::make_unique<GrpcEnv>();
+  absl::Status started = env->Start();
+  if (!started.ok()) {
+    ADD_FAILURE() << started << "; see " << env->server().log_file();
+    return nullptr;
+  }
+  return env;
+}
+
+INSTANTIATE_TEST_SUITE_P(Grpc, ClusterClientConformanceTest,
+                         ::testing::Values(ClusterClientImpl{"grpc", MakeGrpcEnv}),
+                         ClusterClientImpl::Name);
+
+class GrpcOutageTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<ServerProcess>(dir_.Sub("data"), dir_.path(), FreeLoopbackAddress());
+    ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+  }
+
+  std::unique_ptr<rpc::GrpcClusterClient> NewClient(milliseconds outage_timeout,
+                                                    std::string token = "") {
+    return std::make_unique<rpc::GrpcClusterClient>(
+        rpc::GrpcClusterClientOptions{.target = server_->address(),
+                                      .token = token.empty() ? server_->token() : token,
+                                      .call_deadline = milliseconds(10'000),
+                                      .outage_timeout = outage_timeout});
+  }
+
+  const Scope scope_ = *Scope::Parse("project:outage");
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;  // Stopped by PID in its destructor.
+};
+
+// The server stops; calls made while it is down, repeatable or not, wait;
+// it comes back on the same data and address 2 s later; every call succeeds.
+// A reader running throughout never sees an error either.
+TEST_F(GrpcOutageTest, RestartIsWaitedOutWithoutAnError) {
+  auto client = NewClient(milliseconds(30'000));
+  ASSERT_TRUE(client->OpenScope(scope_, true).ok());
+  auto f = client->Create(scope_, kRootInode, "f", 0644, {}, true);
+  ASSERT_TRUE(f.ok());
+  const std::string content = "checkpoint bytes";
+  ASSERT_TRUE(client->PutChunks(scope_, {content}).ok());
+  auto committed = client->CommitContent(scope_, f->attr.ino, f->attr.version, content.size(),
+                                         kMinChunkSize, {{ChunkId::Of(content), 16}}, Now());
+  ASSERT_TRUE(committed.ok()) << committed.status();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::vector<std::string> reader_errors;
+  std::thread reader([&] {
+    while (!stop) {
+      auto attr = client->GetAttr(scope_, f->attr.ino);
+      auto bytes = client->GetChunk(scope_, ChunkId::Of(content), 0, 0);
+      if (!attr.ok()) reader_errors.push_back(attr.status().ToString());
+      if (!bytes.ok()) reader_errors.push_back(bytes.status().ToString());
+      ++reads;
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(200));
+  ASSERT_NE(server_->Stop(), -1);
+
+  // Issued while the server is down.
+  Clock::time_point issued = Clock::now();
+  absl::StatusOr<InodeAttr> dir;
+  absl::StatusOr<CreateResult> created;
+  absl::StatusOr<InodeAttr> commit;
+  double waited = 0;
+  std::thread writer([&] {
+    dir = client->Mkdir(scope_, kRootInode, "made-during-outage", 0755, {});
+    created = client->Create(scope_, kRootInode, "g", 0644, {}, /*exclusive=*/true);
+    const std::string more = "written during the outage";
+    absl::Status put = client->PutChunks(scope_, {more});
+    commit = put.ok() ? client->CommitContent(scope_, f->attr.ino, committed->version, more.size(),
+                                              kMinChunkSize,
+                                              {{ChunkId::Of(more), uint32_t(more.size())}}, Now())
+                      : absl::StatusOr<InodeAttr>(put);
+    waited = SecondsSince(issued);
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+  writer.join();
+  std::this_thread::sleep_for(milliseconds(200));
+  stop = true;
+  reader.join();
+
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  EXPECT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(commit.ok()) << commit.status();
+  EXPECT_GE(waited, 1.5) << "the calls should have waited for the server";
+  EXPECT_TRUE(reader_errors.empty()) << reader_errors.front();
+  EXPECT_GT(reads.load(), 0);
+  auto listed = client->ReadDir(scope_, kRootInode, "", 0, false);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->entries.size(), 3u);  // f, g, made-during-outage: each once.
+}
+
+// A crash (SIGKILL) while a reader streams chunks: the reader never sees it.
+TEST_F(GrpcOutageTest, CrashAndRestartIsWaitedOutByReaders) {
+  auto client = NewClient(milliseconds(30'000));
+  ASSERT_TRUE(client->OpenScope(scope_, true).ok());
+  std::string chunk(8u << 20, 'c');
+  ASSERT_TRUE(client->PutChunks(scope_, {chunk}).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, errors{0};
+  std::thread reader([&] {
+    while (!stop) {
+      auto bytes = client->GetChunk(scope_, ChunkId::Of(chunk), 0, 0);
+      if (!bytes.ok() || *bytes != chunk) ++errors;
+      ++reads;
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(300));
+  server_->Kill();
+  std::this_thread::sleep_for(milliseconds(1'500));
+  ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+  int before = reads.load();
+  while (reads.load() < before + 3) std::this_thread::sleep_for(milliseconds(20));
+  stop = true;
+  reader.join();
+  EXPECT_EQ(errors.load(), 0);
+}
+
+// Down longer than the outage timeout: UNAVAILABLE (EIO) once it has passed,
+// not before and not much after; a request that must not be repeated was
+// never sent. The same client works again once the server is back.
+TEST_F(GrpcOutageTest, LongOutageIsUnavailableRightAfterTheTimeout) {
+  auto client = NewClient(milliseconds(1'000));
+  ASSERT_TRUE(client->OpenScope(scope_, true).ok());
+  ASSERT_NE(server_->Stop(), -1);
+
+  Clock::time_point start = Clock::now();
+  absl::Status read = client->GetAttr(scope_, kRootInode).status();
+  double read_took = SecondsSince(start);
+  EXPECT_EQ(read.code(), absl::StatusCode::kUnavailable) << read;
+  EXPECT_EQ(ToErrno(read), EIO);
+  EXPECT_GE(read_took, 0.95);
+  EXPECT_LT(read_took, 2.5);
+
+  start = Clock::now();
+  absl::Status mkdir = client->Mkdir(scope_, kRootInode, "never", 0755, {}).status();
+  double mkdir_took = SecondsSince(start);
+  EXPECT_EQ(mkdir.code(), absl::StatusCode::kUnavailable) << mkdir;
+  EXPECT_GE(mkdir_took, 0.95);
+  EXPECT_LT(mkdir_took, 2.5);
+
+  ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+  auto root = client->GetAttr(scope_, kRootInode);
+  EXPECT_TRUE(root.ok()) << root.status();
+  EXPECT_EQ(ToErrno(client->Lookup(scope_, kRootInode, "never").status()), ENOENT);
+}
+
+TEST_F(GrpcOutageTest, WrongTokenIsUnauthenticatedAtOnce) {
+  auto client = NewClient(milliseconds(30'000), "not-the-token");
+  Clock::time_point start = Clock::now();
+  absl::Status open = client->OpenScope(scope_, true).status();
+  EXPECT_EQ(open.code(), absl::StatusCode::kUnauthenticated) << open;
+  absl::Status mkdir = client->Mkdir(scope_, kRootInode, "x", 0755, {}).status();
+  EXPECT_EQ(mkdir.code(), absl::StatusCode::kUnauthenticated) << mkdir;
+  absl::Status put = client->PutChunks(scope_, {"x"});
+  EXPECT_EQ(put.code(), absl::StatusCode::kUnauthenticated) << put;
+  EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+}  // namespace
+}  // namespace traincache::testing

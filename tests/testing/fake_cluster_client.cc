@@ -1,0 +1,279 @@
+#include "testing/fake_cluster_client.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+
+#include "traincache/status.h"
+
+namespace traincache::testing {
+
+namespace {
+
+// The server's check of inode numbers (src/server/namespace_service.cc).
+absl::Status CheckIno(InodeId ino) {
+  if (ino == 0) return PosixError(EINVAL, "inode number 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+FakeClusterClient::FakeClusterClient(Options options)
+    : options_(options), meta_(NewMemoryMetadataStore()), chunks_(NewMemoryChunkStore()) {}
+
+void FakeClusterClient::FailNext(const std::string& op, absl::Status status, int times) {
+  std::lock_guard lock(mu_);
+  failures_[op] = Failure{std::move(status), times};
+}
+
+void FakeClusterClient::ClearFailures() {
+  std::lock_guard lock(mu_);
+  failures_.clear();
+}
+
+void FakeClusterClient::SetHook(std::function<void(std::string_view op)> hook) {
+  std::lock_guard lock(mu_);
+  hook_ = std::move(hook);
+}
+
+uint64_t FakeClusterClient::Calls(const std::string& op) const {
+  std::lock_guard lock(mu_);
+  auto it = calls_.find(op);
+  return it == calls_.end() ? 0 : it->second;
+}
+
+absl::Status FakeClusterClient::Enter(const std::string& op) {
+  std::function<void(std::string_view)> hook;
+  absl::Status injected;
+  {
+    std::lock_guard lock(mu_);
+    ++calls_[op];
+    hook = hook_;
+    for (const std::string& key : {op, std::string("*")}) {
+      auto it = failures_.find(key);
+      if (it == failures_.end()) continue;
+      injected = it->second.status;
+      if (it->second.times > 0 && --it->second.times == 0) failures_.erase(it);
+      break;
+    }
+  }
+  // Outside the lock: a hook may block until the test lets it go.
+  if (hook) hook(op);
+  return injected;
+}
+
+absl::StatusOr<OpenScopeResult> FakeClusterClient::OpenScope(const Scope& scope, bool create) {
+  RETURN_IF_ERROR(Enter("OpenScope"));
+  // As the server: a scope it creates gets the configured default quota.
+  absl::StatusOr<ScopeInfo> info = meta_->OpenScope(scope, /*create=*/false);
+  if (!info.ok() && create && info.status().code() == absl::StatusCode::kNotFound) {
+    info = meta_->OpenScope(scope, /*create=*/true);
+    if (info.ok() && info->usage.quota_bytes != options_.default_quota_bytes) {
+      RETURN_IF_ERROR(meta_->SetQuota(scope, options_.default_quota_bytes));
+    }
+  }
+  RETURN_IF_ERROR(info.status());
+  ASSIGN_OR_RETURN(InodeAttr root, meta_->GetAttr(scope, kRootInode));
+  return OpenScopeResult{.root = root, .generation = info->generation};
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::Lookup(const Scope& scope, InodeId parent,
+                                                    std::string_view name) {
+  RETURN_IF_ERROR(Enter("Lookup"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Lookup(scope, parent, name);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::GetAttr(const Scope& scope, InodeId ino) {
+  RETURN_IF_ERROR(Enter("GetAttr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->GetAttr(scope, ino);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::SetAttr(const Scope& scope, InodeId ino,
+                                                     const SetAttrRequest& req) {
+  RETURN_IF_ERROR(Enter("SetAttr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->SetAttr(scope, ino, req);
+}
+
+absl::StatusOr<ReadDirPage> FakeClusterClient::ReadDir(const Scope& scope, InodeId dir,
+                                                       std::string_view after, uint32_t limit,
+                                                       bool plus) {
+  RETURN_IF_ERROR(Enter("ReadDir"));
+  RETURN_IF_ERROR(CheckIno(dir));
+  if (after.size() > kMaxNameBytes) return PosixError(ENAMETOOLONG, "after is too long");
+  return meta_->ReadDir(scope, dir, after, limit, plus);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::Mkdir(const Scope& scope, InodeId parent,
+                                                   std::string_view name, uint32_t mode,
+                                                   const Caller& caller) {
+  RETURN_IF_ERROR(Enter("Mkdir"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Mkdir(scope, parent, name, mode, caller);
+}
+
+absl::StatusOr<CreateResult> FakeClusterClient::Create(const Scope& scope, InodeId parent,
+                                                       std::string_view name, uint32_t mode,
+                                                       const Caller& caller, bool exclusive) {
+  RETURN_IF_ERROR(Enter("Create"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Create(scope, parent, name, mode, caller, exclusive);
+}
+
+absl::StatusOr<UnlinkResult> FakeClusterClient::Unlink(const Scope& scope, InodeId parent,
+                                                       std::string_view name) {
+  RETURN_IF_ERROR(Enter("Unlink"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Unlink(scope, parent, name);
+}
+
+absl::Status FakeClusterClient::Rmdir(const Scope& scope, InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(Enter("Rmdir"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Rmdir(scope, parent, name);
+}
+
+absl::StatusOr<UnlinkResult> FakeClusterClient::Rename(const Scope& scope, InodeId parent,
+                                                       std::string_view name, InodeId new_parent,
+                                                       std::string_view new_name, uint32_t flags) {
+  RETURN_IF_ERROR(Enter("Rename"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  RETURN_IF_ERROR(CheckIno(new_parent));
+  return meta_->Rename(scope, parent, name, new_parent, new_name, flags);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::Symlink(const Scope& scope, InodeId parent,
+                                                     std::string_view name, std::string_view target,
+                                                     const Caller& caller) {
+  RETURN_IF_ERROR(Enter("Symlink"));
+  RETURN_IF_ERROR(CheckIno(parent));
+  return meta_->Symlink(scope, parent, name, target, caller);
+}
+
+absl::StatusOr<std::string> FakeClusterClient::ReadLink(const Scope& scope, InodeId ino) {
+  RETURN_IF_ERROR(Enter("ReadLink"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->ReadLink(scope, ino);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::Link(const Scope& scope, InodeId ino,
+                                                  InodeId new_parent, std::string_view new_name) {
+  RETURN_IF_ERROR(Enter("Link"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  RETURN_IF_ERROR(CheckIno(new_parent));
+  return meta_->Link(scope, ino, new_parent, new_name);
+}
+
+absl::StatusOr<std::string> FakeClusterClient::GetXattr(const Scope& scope, InodeId ino,
+                                                        std::string_view name) {
+  RETURN_IF_ERROR(Enter("GetXattr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->GetXattr(scope, ino, name);
+}
+
+absl::Status FakeClusterClient::SetXattr(const Scope& scope, InodeId ino, std::string_view name,
+                                         std::string_view value, uint32_t flags) {
+  RETURN_IF_ERROR(Enter("SetXattr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->SetXattr(scope, ino, name, value, flags);
+}
+
+absl::StatusOr<std::vector<std::string>> FakeClusterClient::ListXattr(const Scope& scope,
+                                                                      InodeId ino) {
+  RETURN_IF_ERROR(Enter("ListXattr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->ListXattr(scope, ino);
+}
+
+absl::Status FakeClusterClient::RemoveXattr(const Scope& scope, InodeId ino,
+                                            std::string_view name) {
+  RETURN_IF_ERROR(Enter("RemoveXattr"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->RemoveXattr(scope, ino, name);
+}
+
+absl::StatusOr<ScopeUsage> FakeClusterClient::StatFs(const Scope& scope) {
+  RETURN_IF_ERROR(Enter("StatFs"));
+  return meta_->GetUsage(scope);
+}
+
+absl::StatusOr<ChunkMap> FakeClusterClient::GetChunkMap(const Scope& scope, InodeId ino) {
+  RETURN_IF_ERROR(Enter("GetChunkMap"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->GetChunkMap(scope, ino);
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::CommitContent(const Scope& scope, InodeId ino,
+                                                           uint64_t expected_version, uint64_t size,
+                                                           uint32_t chunk_size,
+                                                           const std::vector<ChunkRef>& chunks,
+                                                           Timespec mtime) {
+  RETURN_IF_ERROR(Enter("CommitContent"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  // The server's checks, in its order (src/server/namespace_service.cc).
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (!chunks[i].id) continue;
+    absl::StatusOr<uint64_t> stored = chunks_->Stat(scope, *chunks[i].id);
+    if (stored.status().code() == absl::StatusCode::kNotFound) {
+      return PosixError(ENOENT, fmt::format("chunk {} ({}) is not stored; upload it first", i,
+                                            chunks[i].id->ToHex()));
+    }
+    RETURN_IF_ERROR(stored.status());
+    if (*stored != chunks[i].length) {
+      return PosixError(EINVAL, fmt::format("chunk {} is stored with {} bytes, commit says {}", i,
+                                            *stored, chunks[i].length));
+    }
+  }
+  return meta_->CommitContent(scope, ino, expected_version, size, chunk_size, chunks, mtime);
+}
+
+absl::Status FakeClusterClient::ReleaseInode(const Scope& scope, InodeId ino) {
+  RETURN_IF_ERROR(Enter("ReleaseInode"));
+  RETURN_IF_ERROR(CheckIno(ino));
+  return meta_->ReleaseInode(scope, ino);
+}
+
+absl::StatusOr<std::vector<std::optional<uint64_t>>> FakeClusterClient::HasChunks(
+    const Scope& scope, const std::vector<ChunkId>& ids) {
+  RETURN_IF_ERROR(Enter("HasChunks"));
+  std::vector<std::optional<uint64_t>> out;
+  out.reserve(ids.size());
+  for (const ChunkId& id : ids) {
+    absl::StatusOr<uint64_t> size = chunks_->Stat(scope, id);
+    if (size.ok()) {
+      out.push_back(*size);
+    } else if (size.status().code() == absl::StatusCode::kNotFound) {
+      out.push_back(std::nullopt);
+    } else {
+      return size.status();
+    }
+  }
+  return out;
+}
+
+absl::Status FakeClusterClient::PutChunks(const Scope& scope,
+                                          const std::vector<std::string_view>& chunks) {
+  RETURN_IF_ERROR(Enter("PutChunks"));
+  for (std::string_view data : chunks) {
+    if (data.size() > kMaxChunkSize) {
+      return PosixError(EINVAL, fmt::format("chunk of {} bytes is over the {} byte limit",
+                                            data.size(), kMaxChunkSize));
+    }
+  }
+  // As the server: chunks go only into a scope that exists.
+  RETURN_IF_ERROR(meta_->OpenScope(scope, /*create=*/false).status());
+  for (std::string_view data : chunks) {
+    RETURN_IF_ERROR(chunks_->Put(scope, ChunkId::Of(data), data));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FakeClusterClient::GetChunk(const Scope& scope, const ChunkId& id,
+                                                        uint64_t offset, uint64_t length) {
+  RETURN_IF_ERROR(Enter("GetChunk"));
+  return chunks_->Get(scope, id, offset, length);
+}
+
+}  // namespace traincache::testing
