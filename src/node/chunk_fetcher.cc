@@ -1,0 +1,279 @@
+#include "node/chunk_fetcher.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/thread_pool.h"
+#include "node/tier_common.h"
+#include "traincache/status.h"
+
+namespace traincache::node {
+namespace {
+
+// Readers tracked per content for sequential detection (several processes
+// reading one file each look sequential on their own).
+constexpr size_t kCursorsPerContent = 4;
+// Contents tracked for sequential detection; past this the table starts over.
+constexpr size_t kMaxStreams = 4096;
+
+// Copies [offset, offset+n) of a chunk whose bytes are `bytes` into `out`;
+// past the end of `bytes` it reads zeros (a short chunk).
+void CopyOut(const std::string& bytes, uint64_t offset, size_t n, char* out) {
+  size_t have = offset < bytes.size() ? std::min<size_t>(n, bytes.size() - offset) : 0;
+  if (have > 0) std::memcpy(out, bytes.data() + offset, have);
+  std::memset(out + have, 0, n - have);
+}
+
+}  // namespace
+
+class ChunkFetcher::Impl {
+ public:
+  Impl(ClusterClient* client, NodeTier* tier, Options options)
+      : client_(client),
+        tier_(tier),
+        options_(options),
+        pool_(std::make_unique<ThreadPool>(std::max<size_t>(options.threads, 1))) {}
+
+  ~Impl() {
+    // Queued readahead is dropped (each task sees stopping_); the pool's
+    // destructor waits for the fetches already running.
+    stopping_ = true;
+    pool_.reset();
+  }
+
+  absl::StatusOr<size_t> Read(const ContentKey& key, const ChunkMap& map, uint64_t offset,
+                              size_t n, char* out) {
+    if (offset >= map.size || n == 0) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, map.size - offset));
+    const uint64_t chunk_size = map.chunk_size;
+    const uint64_t end = offset + n;
+    const std::string name = node_internal::ImageName(key);
+    MaybeReadAhead(key, name, map, offset, end);
+
+    for (uint64_t pos = offset; pos < end;) {
+      const uint64_t index = pos / chunk_size;
+      const uint64_t in_chunk = pos - index * chunk_size;
+      const size_t len = static_cast<size_t>(std::min(end - pos, chunk_size - in_chunk));
+      char* dst = out + (pos - offset);
+      if (index >= map.chunks.size()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "chunk map of {} has {} chunks for {} bytes", name, map.chunks.size(), map.size));
+      }
+      const ChunkRef& ref = map.chunks[index];
+      // Past the ref's length (only in a malformed map) and in holes: zeros.
+      const size_t in_ref =
+          in_chunk < ref.length ? std::min<size_t>(len, ref.length - in_chunk) : 0;
+      std::memset(dst + in_ref, 0, len - in_ref);
+      if (ref.id && in_ref > 0) {
+        RETURN_IF_ERROR(ReadChunk(key, name, map, index, in_chunk, in_ref, dst));
+      } else {
+        std::memset(dst, 0, in_ref);
+      }
+      pos += len;
+    }
+    return n;
+  }
+
+  void Prefetch(const ContentKey& key, std::shared_ptr<const ChunkMap> map, uint64_t first,
+                uint64_t count) {
+    const std::string name = node_internal::ImageName(key);
+    const uint64_t last = std::min<uint64_t>(map->chunks.size(), first + count);
+    for (uint64_t index = first; index < last; ++index) {
+      if (!map->chunks[index].id) continue;
+      pool_->Submit([this, key, name, map, index] {
+        if (stopping_ || tier_->Contains(key, *map, index)) return;
+        Fetched fetched = FetchOnce(key, name, *map, index, /*prefetch=*/true);
+        if (!fetched.status.ok()) {
+          // IGNORE_ERROR: a readahead failure only costs the reader a fetch of its own.
+          spdlog::debug("readahead of chunk {} of {}: {}", index, name,
+                        fetched.status.ToString());
+        }
+      });
+    }
+  }
+
+  FetcherStats Stats() const {
+    FetcherStats stats;
+    stats.fetches = fetches_.load();
+    stats.fetched_bytes = fetched_bytes_.load();
+    stats.coalesced = coalesced_.load();
+    stats.prefetches = prefetches_.load();
+    stats.verify_failures = verify_failures_.load();
+    return stats;
+  }
+
+ private:
+  // The outcome of one flight: the chunk's bytes (the first ref.length bytes
+  // at least, zero padded) or the error every waiter gets.
+  struct Fetched {
+    absl::Status status;
+    std::shared_ptr<const std::string> bytes;
+  };
+  using FlightKey = std::pair<std::string, uint64_t>;  // (image name, chunk index)
+
+  struct Cursor {
+    uint64_t next_offset = 0;  // Where a sequential reader's next read starts.
+    uint64_t used = 0;         // Recency among the content's cursors.
+  };
+  struct Stream {
+    Cursor cursors[kCursorsPerContent];
+    uint64_t clock = 0;
+    uint64_t ahead_until = 0;              // Chunks below this were already read ahead.
+    std::shared_ptr<const ChunkMap> map;   // Copied once per content, shared by readahead.
+  };
+
+  // Copies [in_chunk, in_chunk+n) of non-hole chunk `index` into `out`: from
+  // the tier, else from one fetch shared with every concurrent reader.
+  absl::Status ReadChunk(const ContentKey& key, const std::string& name, const ChunkMap& map,
+                         uint64_t index, uint64_t in_chunk, size_t n, char* out) {
+    ASSIGN_OR_RETURN(bool hit, tier_->Read(key, map, index, in_chunk, n, out));
+    if (hit) return absl::OkStatus();
+    Fetched fetched = FetchOnce(key, name, map, index, /*prefetch=*/false);
+    RETURN_IF_ERROR(fetched.status);
+    CopyOut(*fetched.bytes, in_chunk, n, out);
+    return absl::OkStatus();
+  }
+
+  // Joins the flight of chunk `index` if there is one, else leads it.
+  Fetched FetchOnce(const ContentKey& key, const std::string& name, const ChunkMap& map,
+                    uint64_t index, bool prefetch) {
+    FlightKey flight_key(name, index);
+    std::promise<Fetched> promise;
+    std::shared_future<Fetched> flight;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = flights_.find(flight_key);
+      if (it != flights_.end()) {
+        flight = it->second;
+        if (!prefetch) ++coalesced_;
+      } else {
+        flights_.emplace(flight_key, promise.get_future().share());
+      }
+    }
+    if (flight.valid()) return flight.get();
+
+    Fetched fetched = Fetch(key, name, map, index, prefetch);
+    {
+      // Erased before the waiters wake: a reader that comes after this point
+      // finds the chunk in the tier (or, if it could not be stored, fetches).
+      std::lock_guard<std::mutex> lock(mu_);
+      flights_.erase(flight_key);
+    }
+    promise.set_value(fetched);
+    return fetched;
+  }
+
+  // The leader's work: the tier once more (another flight may have stored
+  // the chunk between our miss and our lead), else the server, verified.
+  Fetched Fetch(const ContentKey& key, const std::string& name, const ChunkMap& map,
+                uint64_t index, bool prefetch) {
+    const ChunkRef& ref = map.chunks[index];
+    if (tier_->Contains(key, map, index)) {
+      auto bytes = std::make_shared<std::string>(ref.length, '\0');
+      absl::StatusOr<bool> hit = tier_->Read(key, map, index, 0, ref.length, bytes->data());
+      if (hit.ok() && *hit) return Fetched{absl::OkStatus(), std::move(bytes)};
+    }
+    ++fetches_;
+    if (prefetch) ++prefetches_;
+    absl::StatusOr<std::string> got = client_->GetChunk(key.scope, *ref.id, 0, 0);
+    if (!got.ok()) return Fetched{got.status(), nullptr};
+    fetched_bytes_ += got->size();
+    if (ChunkId::Of(*got) != *ref.id) {
+      ++verify_failures_;
+      return Fetched{absl::DataLossError(fmt::format(
+                         "chunk {} ({}) of {} from the server does not match its id",
+                         index, ref.id->ToHex(), name)),
+                     nullptr};
+    }
+    absl::Status stored = tier_->Store(key, map, index, *got);
+    if (!stored.ok()) {
+      // IGNORE_ERROR: the reader still gets the verified bytes; only the
+      // caching is lost (a full tier with nothing evictable, a disk error).
+      spdlog::warn("node tier: not caching chunk {} of {}: {}", index, name, stored.ToString());
+    }
+    return Fetched{absl::OkStatus(), std::make_shared<const std::string>(std::move(*got))};
+  }
+
+  // Notes the read [offset, end) of `key` and, if it continues one of the
+  // content's readers, fetches the next chunks ahead of it.
+  void MaybeReadAhead(const ContentKey& key, const std::string& name, const ChunkMap& map,
+                      uint64_t offset, uint64_t end) {
+    if (options_.readahead_chunks == 0) return;
+    const uint64_t last = (end - 1) / map.chunk_size;
+    uint64_t from = 0, to = 0;
+    std::shared_ptr<const ChunkMap> shared;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (streams_.size() >= kMaxStreams && !streams_.contains(name)) streams_.clear();
+      Stream& stream = streams_[name];
+      Cursor* match = nullptr;
+      Cursor* oldest = &stream.cursors[0];
+      for (Cursor& cursor : stream.cursors) {
+        // A fresh cursor has next_offset 0: a read from the start counts as sequential.
+        if (cursor.next_offset == offset && match == nullptr) match = &cursor;
+        if (cursor.used < oldest->used) oldest = &cursor;
+      }
+      Cursor* cursor = match != nullptr ? match : oldest;
+      cursor->next_offset = end;
+      cursor->used = ++stream.clock;
+      if (match == nullptr) return;
+      // Chunks already read ahead are skipped, unless this reader is far
+      // from them (another reader's window, or an earlier epoch's).
+      to = std::min<uint64_t>(map.chunks.size(), last + 1 + options_.readahead_chunks);
+      from = last + 1;
+      if (stream.ahead_until > from && stream.ahead_until <= to) from = stream.ahead_until;
+      if (from >= to) return;
+      stream.ahead_until = to;
+      if (stream.map == nullptr) stream.map = std::make_shared<const ChunkMap>(map);
+      shared = stream.map;
+    }
+    Prefetch(key, std::move(shared), from, to - from);
+  }
+
+  ClusterClient* const client_;
+  NodeTier* const tier_;
+  const Options options_;
+
+  std::mutex mu_;
+  std::map<FlightKey, std::shared_future<Fetched>> flights_;  // guarded by mu_
+  std::map<std::string, Stream> streams_;                      // guarded by mu_
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> fetches_{0};
+  std::atomic<uint64_t> fetched_bytes_{0};
+  std::atomic<uint64_t> coalesced_{0};
+  std::atomic<uint64_t> prefetches_{0};
+  std::atomic<uint64_t> verify_failures_{0};
+
+  // Last: destroyed first, so no task outlives the members it uses.
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+ChunkFetcher::ChunkFetcher(ClusterClient* client, NodeTier* tier, Options options)
+    : impl_(std::make_unique<Impl>(client, tier, options)) {}
+
+ChunkFetcher::~ChunkFetcher() = default;
+
+absl::StatusOr<size_t> ChunkFetcher::Read(const ContentKey& key, const ChunkMap& map,
+                                          uint64_t offset, size_t n, char* out) {
+  return impl_->Read(key, map, offset, n, out);
+}
+
+void ChunkFetcher::Prefetch(const ContentKey& key, const ChunkMap& map, uint64_t first,
+                            uint64_t count) {
+  impl_->Prefetch(key, std::make_shared<const ChunkMap>(map), first, count);
+}
+
+FetcherStats ChunkFetcher::Stats() const { return impl_->Stats(); }
+
+}  // namespace traincache::node

@@ -1,0 +1,979 @@
+#include "node/filesystem.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "traincache/status.h"
+
+namespace traincache::node {
+namespace {
+
+// The server's bound on a file's chunk count (metadata_store.h: 2^21); a
+// write past it is EFBIG here rather than at the commit.
+constexpr uint64_t kMaxFileChunks = uint64_t{1} << 21;
+constexpr uint32_t kStatFsBlock = 4096;
+// ESTALE answered by re-committing at most this often before giving up.
+constexpr int kMaxCommitAttempts = 8;
+
+absl::Status ErrnoStatus(int err, const std::string& what) {
+  return PosixError(err, fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+bool AllZero(const std::string& s) {
+  return s.empty() || (s[0] == 0 && std::memcmp(s.data(), s.data() + 1, s.size() - 1) == 0);
+}
+
+// Same bytes: the commit that was based on `a` may be based on `b` instead.
+bool SameContent(const ChunkMap& a, const ChunkMap& b) {
+  if (a.size != b.size) return false;
+  return a.size == 0 || (a.chunk_size == b.chunk_size && a.chunks == b.chunks);
+}
+
+bool HasNonSize(const SetAttrRequest& r) { return r.mode || r.uid || r.gid || r.atime || r.mtime; }
+
+// Disjoint, non-touching byte ranges [start, end): the bytes written since
+// the base version.
+class RangeSet {
+ public:
+  void Add(uint64_t a, uint64_t b) {
+    if (a >= b) return;
+    auto it = ranges_.upper_bound(a);
+    if (it != ranges_.begin() && std::prev(it)->second >= a) --it;
+    while (it != ranges_.end() && it->first <= b) {
+      a = std::min(a, it->first);
+      b = std::max(b, it->second);
+      it = ranges_.erase(it);
+    }
+    ranges_.emplace(a, b);
+  }
+  // Forgets everything at or past `size`.
+  void ClipAt(uint64_t size) {
+    auto it = ranges_.lower_bound(size);
+    ranges_.erase(it, ranges_.end());
+    if (!ranges_.empty() && ranges_.rbegin()->second > size) ranges_.rbegin()->second = size;
+  }
+  void Clear() { ranges_.clear(); }
+  // The parts of [a, b) that are in the set, in order.
+  std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t a, uint64_t b) const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    if (a >= b) return out;
+    auto it = ranges_.upper_bound(a);
+    if (it != ranges_.begin() && std::prev(it)->second > a) --it;
+    for (; it != ranges_.end() && it->first < b; ++it) {
+      out.emplace_back(std::max(a, it->first), std::min(b, it->second));
+    }
+    return out;
+  }
+  // The parts of [a, b) that are not.
+  std::vector<std::pair<uint64_t, uint64_t>> Gaps(uint64_t a, uint64_t b) const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    uint64_t cur = a;
+    for (auto [x, y] : Pieces(a, b)) {
+      if (x > cur) out.emplace_back(cur, x);
+      cur = y;
+    }
+    if (cur < b) out.emplace_back(cur, b);
+    return out;
+  }
+  bool Overlaps(uint64_t a, uint64_t b) const { return !Pieces(a, b).empty(); }
+  bool Covers(uint64_t a, uint64_t b) const { return a >= b || Gaps(a, b).empty(); }
+
+ private:
+  std::map<uint64_t, uint64_t> ranges_;
+};
+
+}  // namespace
+
+// The staged content of one inode: `base` (a committed version) with the
+// `written` ranges replaced by the staging file's bytes, bytes at or past
+// `base_limit` (cut by a truncate) reading as zeros, `size` long.
+struct Filesystem::WriteState {
+  ChunkMap base;
+  uint32_t chunk_size = kDefaultChunkSize;  // Layout of the staged content.
+  uint64_t size = 0;
+  uint64_t base_limit = 0;  // <= base.size: base bytes below it still show.
+  RangeSet written;
+  bool dirty = false;  // Something differs from `base`.
+  // A commit lost a conflict: `base` is superseded by content this state
+  // depends on, so no later commit can succeed either.
+  bool conflicted = false;
+  Timespec mtime;  // Of the last staged change.
+  int fd = -1;     // The staging file, opened at the first write.
+  std::string path;
+
+  WriteState(ChunkMap map, uint32_t default_chunk_size) {
+    Reset(std::move(map), default_chunk_size);
+  }
+  ~WriteState() { RemoveFile(); }
+
+  // Starts over on `map`: nothing staged.
+  void Reset(ChunkMap map, uint32_t default_chunk_size) {
+    base = std::move(map);
+    chunk_size = base.size == 0 ? default_chunk_size : base.chunk_size;
+    size = base.size;
+    base_limit = base.size;
+    written.Clear();
+    dirty = false;
+    conflicted = false;
+    RemoveFile();
+  }
+  void RemoveFile() {
+    if (fd < 0) return;
+    close(fd);
+    fd = -1;
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+      spdlog::warn("staging file {} not removed: {}", path, std::strerror(errno));
+    }
+  }
+  // The staged bytes do not depend on the base's: every base byte that would
+  // still show was overwritten (or none would: truncated to 0).
+  bool IndependentOfBase() const { return written.Covers(0, std::min(base_limit, size)); }
+};
+
+struct Filesystem::Inode {
+  explicit Inode(InodeId i) : ino(i) {}
+  const InodeId ino;
+
+  // Guarded by Filesystem::mu_.
+  uint64_t nlookup = 0;
+  uint32_t open_handles = 0;  // Open handles, plus opens in progress.
+  bool orphaned = false;      // Unlinked while open: ReleaseInode at last close.
+  std::optional<InodeAttr> attr;
+  Clock::time_point attr_expiry;
+  std::optional<uint64_t> staged_size;  // Shown instead of the server's while dirty.
+  Timespec staged_mtime;
+
+  absl::Mutex mu;                                      // Acquire before Filesystem::mu_.
+  std::unique_ptr<WriteState> ws ABSL_GUARDED_BY(mu);  // While open for write or dirty.
+  uint32_t writers ABSL_GUARDED_BY(mu) = 0;
+  // The newest content this node committed: handles opened before it read it.
+  std::shared_ptr<const ChunkMap> committed ABSL_GUARDED_BY(mu);
+  // keep_cache: the version the kernel may hold pages of, and whether this
+  // node changed the file since that open.
+  std::optional<uint64_t> kernel_version ABSL_GUARDED_BY(mu);
+  bool changed_since_open ABSL_GUARDED_BY(mu) = false;
+};
+
+struct Filesystem::Handle {
+  std::shared_ptr<Inode> inode;
+  bool writable = false;
+  bool append = false;
+  std::shared_ptr<const ChunkMap> map;  // The content at open.
+};
+
+struct Filesystem::DirHandle {
+  InodeId ino = 0;
+  std::vector<DirEntry> entries;  // "." and ".." first.
+};
+
+Filesystem::Filesystem(Scope scope, ClusterClient* client, ChunkFetcher* fetcher, NodeTier* tier,
+                       FilesystemOptions options)
+    : scope_(std::move(scope)),
+      client_(client),
+      fetcher_(fetcher),
+      tier_(tier),
+      options_(std::move(options)) {}
+
+Filesystem::~Filesystem() = default;
+
+absl::StatusOr<InodeAttr> Filesystem::Init() {
+  const uint32_t cs = options_.chunk_size;
+  if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)) != 0) {
+    return absl::InvalidArgumentError(fmt::format("chunk_size {} is not a power of two in [{}, {}]",
+                                                  cs, kMinChunkSize, kMaxChunkSize));
+  }
+  if (options_.staging_dir.empty()) return absl::InvalidArgumentError("staging_dir is empty");
+  const std::string dir =
+      fmt::format("{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id());
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return PosixError(ec.value(), fmt::format("staging dir {}: {}", dir, ec.message()));
+  }
+  ASSIGN_OR_RETURN(OpenScopeResult r, client_->OpenScope(scope_, options_.create_scope));
+  generation_ = r.generation;
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Inode>& root = inodes_[kRootInode];
+  if (!root) root = std::make_shared<Inode>(kRootInode);
+  root->nlookup = std::max<uint64_t>(root->nlookup, 1);
+  root->attr = r.root;
+  root->attr_expiry = Clock::now() + options_.attr_ttl;
+  return r.root;
+}
+
+FilesystemStats Filesystem::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+// --- table helpers ---
+
+std::shared_ptr<Filesystem::Inode> Filesystem::FindInode(InodeId ino) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Filesystem::Inode> Filesystem::GetOrAddInode(InodeId ino) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Inode>& slot = inodes_[ino];
+  if (!slot) slot = std::make_shared<Inode>(ino);
+  // Pinned as an open in progress, so a Forget cannot drop it meanwhile;
+  // the caller ends the pin by registering a handle or with UnpinLocked.
+  ++slot->open_handles;
+  return slot;
+}
+
+void Filesystem::MaybeEraseLocked(InodeId ino) {
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end() || ino == kRootInode) return;
+  if (it->second->nlookup == 0 && it->second->open_handles == 0) inodes_.erase(it);
+}
+
+void Filesystem::Unpin(Inode& inode) {
+  bool release = false;
+  {
+    absl::MutexLock lock(&mu_);
+    --inode.open_handles;
+    if (inode.open_handles == 0 && inode.orphaned) {
+      inode.orphaned = false;
+      release = true;
+    }
+    MaybeEraseLocked(inode.ino);
+  }
+  if (release) ReleaseOrphan(inode.ino);
+}
+
+void Filesystem::ReleaseOrphan(InodeId ino) {
+  absl::Status s = client_->ReleaseInode(scope_, ino);
+  if (!s.ok()) {
+    spdlog::warn("[{}] ino {}: release of unlinked inode failed (the orphan sweep frees it): {}",
+                 scope_.ToString(), ino, s.ToString());
+  }
+}
+
+InodeAttr Filesystem::AddLookup(const InodeAttr& attr) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Inode>& slot = inodes_[attr.ino];
+  if (!slot) slot = std::make_shared<Inode>(attr.ino);
+  ++slot->nlookup;
+  slot->attr = attr;
+  slot->attr_expiry = Clock::now() + options_.attr_ttl;
+  InodeAttr out = attr;
+  OverlayLocked(out);
+  return out;
+}
+
+void Filesystem::CacheAttr(const InodeAttr& attr) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(attr.ino);
+  if (it == inodes_.end()) return;
+  it->second->attr = attr;
+  it->second->attr_expiry = Clock::now() + options_.attr_ttl;
+}
+
+void Filesystem::InvalidateAttr(InodeId ino) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it != inodes_.end()) it->second->attr.reset();
+}
+
+void Filesystem::OverlayLocked(InodeAttr& attr) {
+  auto it = inodes_.find(attr.ino);
+  if (it == inodes_.end() || !it->second->staged_size) return;
+  attr.size = *it->second->staged_size;
+  attr.mtime = it->second->staged_mtime;
+  attr.ctime = std::max(attr.ctime, attr.mtime);
+}
+
+std::shared_ptr<Filesystem::Handle> Filesystem::FindHandle(uint64_t fh) {
+  absl::MutexLock lock(&mu_);
+  auto it = handles_.find(fh);
+  return it == handles_.end() ? nullptr : it->second;
+}
+
+absl::Status Filesystem::CheckName(std::string_view name) const { return ValidateName(name); }
+
+void Filesystem::HandleUnlinked(const UnlinkResult& r) {
+  if (r.ino == 0) return;
+  InvalidateAttr(r.ino);
+  if (!r.orphaned) return;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = inodes_.find(r.ino);
+    if (it != inodes_.end() && it->second->open_handles > 0) {
+      // Still open here: readable and writable until the last Release.
+      it->second->orphaned = true;
+      return;
+    }
+  }
+  // Not open on this node. (Another node holding it open loses it to this
+  // release; the server's orphan sweep is the only other way to free it.)
+  ReleaseOrphan(r.ino);
+}
+
+void Filesystem::PublishOverlay(Inode& inode, const WriteState* ws) {
+  absl::MutexLock lock(&mu_);
+  if (ws != nullptr && ws->dirty) {
+    inode.staged_size = ws->size;
+    inode.staged_mtime = ws->mtime;
+  } else {
+    inode.staged_size.reset();
+  }
+}
+
+// --- inodes ---
+
+absl::StatusOr<InodeAttr> Filesystem::Lookup(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(InodeAttr attr, client_->Lookup(scope_, parent, name));
+  return AddLookup(attr);
+}
+
+void Filesystem::Forget(InodeId ino, uint64_t n) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  it->second->nlookup -= std::min(n, it->second->nlookup);
+  MaybeEraseLocked(ino);
+}
+
+absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end() && it->second->attr && Clock::now() < it->second->attr_expiry) {
+      InodeAttr attr = *it->second->attr;
+      OverlayLocked(attr);
+      return attr;
+    }
+  }
+  ASSIGN_OR_RETURN(InodeAttr attr, client_->GetAttr(scope_, ino));
+  CacheAttr(attr);
+  absl::MutexLock lock(&mu_);
+  OverlayLocked(attr);
+  return attr;
+}
+
+absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest& req,
+                                              std::optional<uint64_t> fh) {
+  SetAttrRequest rest = req;
+  rest.size.reset();
+  std::shared_ptr<Inode> inode = GetOrAddInode(ino);  // Pinned; unpinned below.
+  absl::StatusOr<InodeAttr> result = [&]() -> absl::StatusOr<InodeAttr> {
+    absl::MutexLock lock(&inode->mu);
+    bool temporary = false;
+    if (!inode->ws && req.size) {
+      // Not open for write here: the server truncates, unless the file's
+      // last chunk was cut mid-chunk and this grows it (EOPNOTSUPP, see
+      // metadata_store.h): then commit the new size with a re-made chunk.
+      absl::StatusOr<InodeAttr> attr = client_->SetAttr(scope_, ino, req);
+      if (attr.ok() || ErrnoOf(attr.status()) != EOPNOTSUPP) {
+        if (attr.ok()) CacheAttr(*attr);
+        return attr;
+      }
+      ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
+      inode->ws = std::make_unique<WriteState>(std::move(map), options_.chunk_size);
+      temporary = true;
+    }
+    if (inode->ws) {
+      WriteState& ws = *inode->ws;
+      absl::Status s;
+      if (req.size) s = StageTruncate(*inode, ws, *req.size);
+      // Commit staged data before other attributes change, so a given mtime
+      // (futimens before close, as cp -p does) is not overwritten later.
+      if (s.ok() && (temporary || HasNonSize(rest)) && ws.dirty) s = Commit(*inode, ws);
+      if (temporary) DropWriteState(*inode);
+      RETURN_IF_ERROR(s);
+      if (!HasNonSize(rest)) {
+        if (temporary) InvalidateAttr(ino);
+        return GetAttr(ino);
+      }
+    }
+    ASSIGN_OR_RETURN(InodeAttr attr, client_->SetAttr(scope_, ino, rest));
+    CacheAttr(attr);
+    return attr;
+  }();
+  Unpin(*inode);
+  if (result.ok()) {
+    absl::MutexLock lock(&mu_);
+    OverlayLocked(*result);
+  }
+  return result;
+}
+
+// --- namespace ---
+
+absl::StatusOr<InodeAttr> Filesystem::Mkdir(InodeId parent, std::string_view name, uint32_t mode,
+                                            const Caller& caller) {
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(InodeAttr attr, client_->Mkdir(scope_, parent, name, mode, caller));
+  InvalidateAttr(parent);
+  return AddLookup(attr);
+}
+
+absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view name, uint32_t mode,
+                                               int flags, const Caller& caller) {
+  RETURN_IF_ERROR(CheckName(name));
+  const bool exclusive = (flags & O_EXCL) != 0;
+  ASSIGN_OR_RETURN(CreateResult r, client_->Create(scope_, parent, name, mode, caller, exclusive));
+  InvalidateAttr(parent);
+  ChunkMap map;
+  if (r.created) {
+    // Empty, at the version the create made: no need to ask.
+    map.version = r.attr.version;
+    map.size = 0;
+    map.chunk_size = options_.chunk_size;
+  } else {
+    ASSIGN_OR_RETURN(map, client_->GetChunkMap(scope_, r.attr.ino));
+  }
+  std::shared_ptr<Inode> inode = GetOrAddInode(r.attr.ino);
+  ASSIGN_OR_RETURN(OpenReply open, OpenWithMap(inode, flags, std::move(map)));
+  return CreateReply{AddLookup(r.attr), open.fh};
+}
+
+absl::StatusOr<InodeAttr> Filesystem::Symlink(InodeId parent, std::string_view name,
+                                              std::string_view target, const Caller& caller) {
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(InodeAttr attr, client_->Symlink(scope_, parent, name, target, caller));
+  InvalidateAttr(parent);
+  return AddLookup(attr);
+}
+
+absl::StatusOr<InodeAttr> Filesystem::Link(InodeId ino, InodeId new_parent,
+                                           std::string_view new_name) {
+  RETURN_IF_ERROR(CheckName(new_name));
+  ASSIGN_OR_RETURN(InodeAttr attr, client_->Link(scope_, ino, new_parent, new_name));
+  InvalidateAttr(new_parent);
+  return AddLookup(attr);
+}
+
+absl::StatusOr<std::string> Filesystem::ReadLink(InodeId ino) {
+  return client_->ReadLink(scope_, ino);
+}
+
+absl::Status Filesystem::Unlink(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(UnlinkResult r, client_->Unlink(scope_, parent, name));
+  InvalidateAttr(parent);
+  HandleUnlinked(r);
+  return absl::OkStatus();
+}
+
+absl::Status Filesystem::Rmdir(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckName(name));
+  RETURN_IF_ERROR(client_->Rmdir(scope_, parent, name));
+  InvalidateAttr(parent);
+  return absl::OkStatus();
+}
+
+absl::Status Filesystem::Rename(InodeId parent, std::string_view name, InodeId new_parent,
+                                std::string_view new_name, uint32_t flags) {
+  RETURN_IF_ERROR(CheckName(name));
+  RETURN_IF_ERROR(CheckName(new_name));
+  ASSIGN_OR_RETURN(UnlinkResult r,
+                   client_->Rename(scope_, parent, name, new_parent, new_name, flags));
+  InvalidateAttr(parent);
+  InvalidateAttr(new_parent);
+  HandleUnlinked(r);
+  return absl::OkStatus();
+}
+
+// --- files ---
+
+absl::StatusOr<OpenReply> Filesystem::Open(InodeId ino, int flags) {
+  std::shared_ptr<Inode> inode = GetOrAddInode(ino);
+  // Close-to-open: always the server's content now, never a cached map.
+  absl::StatusOr<ChunkMap> map = client_->GetChunkMap(scope_, ino);
+  if (!map.ok()) {
+    Unpin(*inode);
+    return map.status();
+  }
+  return OpenWithMap(inode, flags, *std::move(map));
+}
+
+absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& inode, int flags,
+                                                  ChunkMap map) {
+  auto handle = std::make_shared<Handle>();
+  handle->inode = inode;
+  handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+  handle->append = (flags & O_APPEND) != 0;
+  OpenReply reply;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&inode->mu);
+    WriteState* ws = inode->ws.get();
+    if (ws != nullptr && !ws->dirty && map.version > ws->base.version) {
+      // Nothing staged: follow the server (another node committed). Only
+      // forward: `map` may have been read before this node's own commit.
+      ws->Reset(map, options_.chunk_size);
+    }
+    if (handle->writable) {
+      if (ws == nullptr) {
+        inode->ws = std::make_unique<WriteState>(map, options_.chunk_size);
+        ws = inode->ws.get();
+      }
+      if (flags & O_TRUNC) status = StageTruncate(*inode, *ws, 0);
+      if (status.ok()) {
+        ++inode->writers;
+      } else if (inode->writers == 0) {
+        DropWriteState(*inode);
+      }
+    }
+    if (status.ok()) {
+      reply.keep_cache = inode->kernel_version == map.version && !inode->changed_since_open &&
+                         !(flags & O_TRUNC) && !(ws != nullptr && ws->dirty);
+      inode->kernel_version = map.version;
+      inode->changed_since_open = false;
+      handle->map = std::make_shared<const ChunkMap>(std::move(map));
+    }
+  }
+  if (!status.ok()) {
+    Unpin(*inode);  // The pin of GetOrAddInode.
+    return status;
+  }
+  absl::MutexLock table(&mu_);
+  // The pin of GetOrAddInode becomes this handle's count.
+  reply.fh = next_fh_++;
+  handles_.emplace(reply.fh, std::move(handle));
+  return reply;
+}
+
+absl::Status Filesystem::EnsureStagingFile(Inode& inode, WriteState& ws) {
+  if (ws.fd >= 0) return absl::OkStatus();
+  ws.path =
+      fmt::format("{}/{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id(), inode.ino);
+  // O_TRUNC: a leftover of an earlier run is not ours to read (recovery of
+  // staged data after a crash is not implemented yet).
+  int fd = open(ws.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(errno, fmt::format("staging file {}", ws.path));
+  ws.fd = fd;
+  return absl::OkStatus();
+}
+
+absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t size) {
+  if (size > kMaxFileChunks * uint64_t{size == 0 ? options_.chunk_size : ws.chunk_size}) {
+    return PosixError(EFBIG, fmt::format("size {} is over the file size limit", size));
+  }
+  if (size == ws.size) return absl::OkStatus();
+  if (size < ws.size) {
+    ws.written.ClipAt(size);
+    ws.base_limit = std::min(ws.base_limit, size);
+    if (ws.fd >= 0 && ftruncate(ws.fd, static_cast<off_t>(size)) != 0) {
+      return ErrnoStatus(errno, fmt::format("truncate of staging file {}", ws.path));
+    }
+  }
+  // Bytes past the old end read as zeros: they are past base_limit and
+  // nothing was written there.
+  ws.size = size;
+  if (size == 0) {
+    // Nothing of the base is left: a new layout, and a lost conflict no
+    // longer matters (the next commit re-commits on whatever is there).
+    ws.chunk_size = options_.chunk_size;
+    ws.conflicted = false;
+  }
+  ws.dirty = true;
+  ws.mtime = Now();
+  inode.changed_since_open = true;
+  PublishOverlay(inode, &ws);
+  return absl::OkStatus();
+}
+
+absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offset, size_t n,
+                                    char* out) {
+  std::memset(out, 0, n);
+  const uint64_t end = offset + n;
+  // Base bytes that still show and were not overwritten.
+  const uint64_t base_end = std::min({end, ws.base_limit, ws.base.size});
+  if (offset < base_end) {
+    const ContentKey key{scope_, inode.ino, ws.base.version};
+    for (auto [a, b] : ws.written.Gaps(offset, base_end)) {
+      ASSIGN_OR_RETURN(size_t got, fetcher_->Read(key, ws.base, a, static_cast<size_t>(b - a),
+                                                  out + (a - offset)));
+      static_cast<void>(got);  // Short only at the base's end: the rest stays zero.
+    }
+  }
+  for (auto [a, b] : ws.written.Pieces(offset, end)) {
+    uint64_t pos = a;
+    while (pos < b) {
+      ssize_t r =
+          pread(ws.fd, out + (pos - offset), static_cast<size_t>(b - pos), static_cast<off_t>(pos));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoStatus(errno, fmt::format("read of staging file {}", ws.path));
+      if (r == 0) break;  // Cannot happen for written bytes; zeros then.
+      pos += static_cast<uint64_t>(r);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t offset,
+                                             size_t size) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  Inode& inode = *h->inode;
+  std::shared_ptr<const ChunkMap> map;
+  {
+    absl::MutexLock lock(&inode.mu);
+    if (inode.ws) {
+      // This node has (or may soon have) staged changes: the staged view is
+      // what every reader of this node sees.
+      WriteState& ws = *inode.ws;
+      if (offset >= ws.size) return std::string();
+      std::string out(static_cast<size_t>(std::min<uint64_t>(size, ws.size - offset)), '\0');
+      RETURN_IF_ERROR(ReadStaged(inode, ws, offset, out.size(), out.data()));
+      return out;
+    }
+    map = h->map;
+    if (inode.committed && inode.committed->version > map->version) map = inode.committed;
+  }
+  // Outside the inode lock: readers of one file fetch in parallel.
+  if (offset >= map->size) return std::string();
+  std::string out(static_cast<size_t>(std::min<uint64_t>(size, map->size - offset)), '\0');
+  ASSIGN_OR_RETURN(size_t got, fetcher_->Read(ContentKey{scope_, ino, map->version}, *map, offset,
+                                              out.size(), out.data()));
+  out.resize(got);
+  return out;
+}
+
+absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offset,
+                                         std::string_view data) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  if (!h->writable) return PosixError(EBADF, fmt::format("handle {} is read-only", fh));
+  Inode& inode = *h->inode;
+  absl::MutexLock lock(&inode.mu);
+  if (!inode.ws) return PosixError(EBADF, fmt::format("handle {} has no write state", fh));
+  WriteState& ws = *inode.ws;
+  if (h->append) offset = ws.size;
+  if (data.empty()) return size_t{0};
+  const uint64_t end = offset + data.size();
+  if (end < offset || end > kMaxFileChunks * uint64_t{ws.chunk_size}) {
+    return PosixError(EFBIG, fmt::format("write to {} is past the file size limit", end));
+  }
+  RETURN_IF_ERROR(EnsureStagingFile(inode, ws));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t w =
+        pwrite(ws.fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      // Whatever part landed is not recorded: the staged view is unchanged.
+      return ErrnoStatus(errno, fmt::format("write to staging file {}", ws.path));
+    }
+    done += static_cast<size_t>(w);
+  }
+  ws.written.Add(offset, end);
+  ws.size = std::max(ws.size, end);
+  ws.dirty = true;
+  ws.mtime = Now();
+  inode.changed_since_open = true;
+  PublishOverlay(inode, &ws);
+  return data.size();
+}
+
+absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
+  if (!ws.dirty) return absl::OkStatus();
+  if (ws.conflicted) {
+    return PosixError(EIO, fmt::format("ino {}: file changed on another node since open "
+                                       "(base version {})",
+                                       inode.ino, ws.base.version));
+  }
+  const uint64_t size = ws.size;
+  const uint32_t cs = ws.chunk_size;
+  const uint64_t count = size == 0 ? 0 : (size - 1) / cs + 1;
+  if (count > kMaxFileChunks) return PosixError(EFBIG, fmt::format("{} chunks", count));
+  const bool same_layout = cs == ws.base.chunk_size;
+  std::vector<ChunkRef> refs(count);
+
+  // Changed chunks are built whole, then uploaded a batch at a time.
+  std::vector<uint64_t> batch_index;
+  std::vector<std::string> batch;
+  uint64_t batch_bytes = 0;
+  uint64_t uploaded_chunks = 0, uploaded_bytes = 0;
+  auto upload_batch = [&]() -> absl::Status {
+    if (batch.empty()) return absl::OkStatus();
+    std::vector<ChunkId> ids;
+    ids.reserve(batch.size());
+    for (size_t k = 0; k < batch.size(); ++k) {
+      ids.push_back(ChunkId::Of(batch[k]));
+      refs[batch_index[k]] = ChunkRef{ids.back(), static_cast<uint32_t>(batch[k].size())};
+    }
+    ASSIGN_OR_RETURN(std::vector<std::optional<uint64_t>> have, client_->HasChunks(scope_, ids));
+    std::vector<std::string_view> missing;
+    std::set<ChunkId> queued;
+    for (size_t k = 0; k < batch.size(); ++k) {
+      if (k < have.size() && have[k]) continue;
+      if (!queued.insert(ids[k]).second) continue;
+      missing.push_back(batch[k]);
+      uploaded_bytes += batch[k].size();
+      ++uploaded_chunks;
+    }
+    if (!missing.empty()) RETURN_IF_ERROR(client_->PutChunks(scope_, missing));
+    batch.clear();
+    batch_index.clear();
+    batch_bytes = 0;
+    return absl::OkStatus();
+  };
+
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t start = i * cs;
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(cs, size - start));
+    const uint64_t end = start + len;
+    if (!ws.written.Overlaps(start, end)) {
+      // Untouched and still whole: keep the base's ref. (A ref whose length
+      // would change is re-made: raising it could bring back bytes a
+      // truncate cut, see ChunkRef.)
+      if (same_layout && i < ws.base.chunks.size() && ws.base.chunks[i].length == len &&
+          end <= ws.base_limit) {
+        refs[i] = ws.base.chunks[i];
+        continue;
+      }
+      if (start >= ws.base_limit) {
+        refs[i] = ChunkRef{std::nullopt, len};
+        continue;
+      }
+    }
+    std::string bytes(len, '\0');
+    RETURN_IF_ERROR(ReadStaged(inode, ws, start, len, bytes.data()));
+    if (AllZero(bytes)) {
+      refs[i] = ChunkRef{std::nullopt, len};
+      continue;
+    }
+    batch_index.push_back(i);
+    batch_bytes += len;
+    batch.push_back(std::move(bytes));
+    if (batch_bytes >= options_.commit_batch_bytes) RETURN_IF_ERROR(upload_batch());
+  }
+  RETURN_IF_ERROR(upload_batch());
+
+  uint64_t expected = ws.base.version;
+  absl::StatusOr<InodeAttr> attr;
+  for (int attempt = 1;; ++attempt) {
+    attr = client_->CommitContent(scope_, inode.ino, expected, size, cs, refs, ws.mtime);
+    if (attr.ok()) break;
+    if (ErrnoOf(attr.status()) != ESTALE) return attr.status();
+    // Another change landed since the base. Re-committing on the new version
+    // is safe only if that cannot publish a mix of two writers' bytes.
+    ASSIGN_OR_RETURN(ChunkMap current, client_->GetChunkMap(scope_, inode.ino));
+    const bool independent = ws.IndependentOfBase();
+    if (attempt < kMaxCommitAttempts && (independent || SameContent(current, ws.base))) {
+      spdlog::info("[{}] ino {}: commit on version {} is stale, re-committing on {} ({})",
+                   scope_.ToString(), inode.ino, expected, current.version,
+                   independent ? "whole rewrite" : "only attributes changed");
+      expected = current.version;
+      absl::MutexLock lock(&mu_);
+      ++stats_.commit_rebases;
+      continue;
+    }
+    spdlog::error(
+        "[{}] ino {}: commit lost a conflict: based on version {}, another node committed "
+        "version {}; this node's changes depend on the old content and are not published",
+        scope_.ToString(), inode.ino, ws.base.version, current.version);
+    ws.conflicted = true;
+    {
+      absl::MutexLock lock(&mu_);
+      ++stats_.commit_conflicts;
+    }
+    return PosixError(EIO, fmt::format("ino {}: file changed on another node since open "
+                                       "(version {} -> {})",
+                                       inode.ino, ws.base.version, current.version));
+  }
+
+  ChunkMap committed;
+  committed.version = attr->version;
+  committed.size = size;
+  committed.chunk_size = cs;
+  committed.chunks = std::move(refs);
+  auto shared = std::make_shared<const ChunkMap>(committed);
+  ws.Reset(std::move(committed), options_.chunk_size);
+  inode.committed = std::move(shared);
+  absl::Status dropped = tier_->DropOtherVersions(scope_, inode.ino, attr->version);
+  if (!dropped.ok()) {
+    spdlog::warn("[{}] ino {}: dropping old tier images failed: {}", scope_.ToString(), inode.ino,
+                 dropped.ToString());
+  }
+  PublishOverlay(inode, &ws);
+  CacheAttr(*attr);
+  absl::MutexLock lock(&mu_);
+  ++stats_.commits;
+  stats_.uploaded_chunks += uploaded_chunks;
+  stats_.uploaded_bytes += uploaded_bytes;
+  return absl::OkStatus();
+}
+
+void Filesystem::DropWriteState(Inode& inode) {
+  inode.ws.reset();
+  PublishOverlay(inode, nullptr);
+}
+
+absl::Status Filesystem::Flush(InodeId ino, uint64_t fh) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  if (!h->writable) return absl::OkStatus();
+  absl::MutexLock lock(&h->inode->mu);
+  if (!h->inode->ws) return absl::OkStatus();
+  return Commit(*h->inode, *h->inode->ws);
+}
+
+absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  // Like fsync(2) on a local disk, any descriptor syncs the whole file.
+  absl::MutexLock lock(&h->inode->mu);
+  if (!h->inode->ws) return absl::OkStatus();
+  return Commit(*h->inode, *h->inode->ws);
+}
+
+void Filesystem::Release(InodeId ino, uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end() || it->second->inode->ino != ino) return;
+    h = std::move(it->second);
+    handles_.erase(it);
+  }
+  Inode& inode = *h->inode;
+  {
+    absl::MutexLock lock(&inode.mu);
+    if (h->writable && --inode.writers == 0 && inode.ws) {
+      bool unreachable;
+      {
+        absl::MutexLock table(&mu_);
+        unreachable = inode.orphaned && inode.open_handles == 1;
+      }
+      if (inode.ws->dirty && !inode.ws->conflicted && !unreachable) {
+        absl::Status s = Commit(inode, *inode.ws);
+        if (!s.ok()) {
+          spdlog::error("[{}] ino {}: commit at last close failed, staged changes dropped: {}",
+                        scope_.ToString(), ino, s.ToString());
+        }
+      }
+      DropWriteState(inode);
+    }
+  }
+  Unpin(inode);  // This handle's count.
+}
+
+// --- directories ---
+
+absl::StatusOr<uint64_t> Filesystem::OpenDir(InodeId ino) {
+  auto dh = std::make_shared<DirHandle>();
+  dh->ino = ino;
+  // ".." names the parent, which the table does not track; the kernel
+  // ignores the number (the root's is itself).
+  dh->entries.push_back(DirEntry{".", ino, S_IFDIR, std::nullopt});
+  dh->entries.push_back(
+      DirEntry{"..", ino == kRootInode ? kRootInode : ino, S_IFDIR, std::nullopt});
+  std::string after;
+  for (;;) {
+    ASSIGN_OR_RETURN(ReadDirPage page,
+                     client_->ReadDir(scope_, ino, after, kMaxReadDirEntries, /*plus=*/true));
+    if (page.entries.empty()) break;
+    after = page.entries.back().name;
+    for (DirEntry& e : page.entries) dh->entries.push_back(std::move(e));
+    if (!page.more) break;
+  }
+  absl::MutexLock lock(&mu_);
+  const uint64_t fh = next_fh_++;
+  dir_handles_.emplace(fh, std::move(dh));
+  return fh;
+}
+
+absl::Status Filesystem::ReadDir(uint64_t fh, uint64_t offset, bool plus,
+                                 const std::function<bool(const DirListEntry&)>& add) {
+  std::shared_ptr<DirHandle> dh;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = dir_handles_.find(fh);
+    if (it == dir_handles_.end()) return PosixError(EBADF, fmt::format("no dir handle {}", fh));
+    dh = it->second;
+  }
+  for (uint64_t i = offset; i < dh->entries.size(); ++i) {
+    const DirEntry& e = dh->entries[i];
+    DirListEntry out{e.name, e.ino, e.type, nullptr, i + 1};
+    const bool entry = plus && i >= 2 && e.attr.has_value();
+    InodeAttr attr;
+    if (entry) {
+      attr = *e.attr;
+      absl::MutexLock lock(&mu_);
+      OverlayLocked(attr);
+      out.attr = &attr;
+    }
+    if (!add(out)) break;
+    if (entry) {
+      // The kernel now holds a lookup of it. The snapshot's attributes may
+      // be older than the cache's: count the lookup, keep the cache.
+      absl::MutexLock lock(&mu_);
+      std::shared_ptr<Inode>& slot = inodes_[e.ino];
+      if (!slot) slot = std::make_shared<Inode>(e.ino);
+      ++slot->nlookup;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Filesystem::ReleaseDir(uint64_t fh) {
+  absl::MutexLock lock(&mu_);
+  dir_handles_.erase(fh);
+}
+
+// --- xattrs ---
+
+absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
+  return client_->GetXattr(scope_, ino, name);
+}
+
+absl::Status Filesystem::SetXattr(InodeId ino, std::string_view name, std::string_view value,
+                                  uint32_t flags) {
+  RETURN_IF_ERROR(client_->SetXattr(scope_, ino, name, value, flags));
+  InvalidateAttr(ino);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
+  ASSIGN_OR_RETURN(std::vector<std::string> names, client_->ListXattr(scope_, ino));
+  std::string out;
+  for (const std::string& n : names) {
+    out += n;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+absl::Status Filesystem::RemoveXattr(InodeId ino, std::string_view name) {
+  RETURN_IF_ERROR(client_->RemoveXattr(scope_, ino, name));
+  InvalidateAttr(ino);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<struct statvfs> Filesystem::StatFs() {
+  ASSIGN_OR_RETURN(ScopeUsage usage, client_->StatFs(scope_));
+  struct statvfs st {};
+  st.f_bsize = kStatFsBlock;
+  st.f_frsize = kStatFsBlock;
+  st.f_blocks = usage.quota_bytes / kStatFsBlock;
+  const uint64_t free_bytes = usage.quota_bytes > usage.bytes ? usage.quota_bytes - usage.bytes : 0;
+  st.f_bfree = free_bytes / kStatFsBlock;
+  st.f_bavail = st.f_bfree;
+  // Inodes are not limited: report plenty free.
+  constexpr uint64_t kInodes = uint64_t{1} << 32;
+  st.f_files = std::max(kInodes, usage.inodes);
+  st.f_ffree = st.f_files - usage.inodes;
+  st.f_favail = st.f_ffree;
+  st.f_namemax = kMaxNameBytes;
+  return st;
+}
+
+}  // namespace traincache::node

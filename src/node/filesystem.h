@@ -1,0 +1,270 @@
+// Filesystem: the node's core of one mounted scope — what the thin FUSE
+// adapter (src/fuse) calls, one method per low-level FUSE callback, and what
+// unit tests drive without FUSE. One instance per mounted scope; any number of
+// instances (nodes) may share one ClusterClient, ChunkFetcher and NodeTier.
+//
+// Meaning (DESIGN.md, "Node read path", "Node write path and consistency"):
+//  - Inode numbers are the server's. An inode table entry lives while the
+//    kernel holds lookups on it (Lookup, Create, Mkdir, ... add one; Forget
+//    drops n) or a handle is open on it. Attributes are cached for
+//    Options::attr_ttl.
+//  - Close-to-open consistency: Open always asks the server for the file's
+//    current content (one GetChunkMap), so an open that starts after a close
+//    on another node sees that version whole. A handle reads the (version,
+//    chunk map) it opened, through the ChunkFetcher, so it never mixes two
+//    versions; once this node commits a newer version of the inode, every
+//    handle of this node reads that (one node is coherent, as a local disk).
+//  - Writes go to a per-inode sparse staging file (<staging_dir>/<scope
+//    kind>/<scope id>/<ino>) plus the set of byte ranges written since the
+//    base version: copy-on-write at chunk granularity. While an inode has a
+//    write state, every read of it on this node is served from the staged
+//    view (written ranges over the base version, zeros past a truncation).
+//    Flush, Fsync and the last Release of a writer commit: each changed chunk
+//    is rebuilt whole, hashed, uploaded if the server lacks it (HasChunks
+//    first), and ONE CommitContent conditional on the base version publishes
+//    the file. Unchanged chunks keep their refs, so a partial overwrite
+//    uploads only the chunks it touched.
+//  - Conflicts: if another node committed first (ESTALE), the commit is
+//    redone on the new version only when that cannot publish a mix: the
+//    staged content does not depend on the base (truncated to 0, or every
+//    byte below the base's end rewritten), or the server's content is still
+//    the base's (only attributes changed: chmod, utimens, xattrs). Otherwise
+//    the flush/fsync fails with EIO and nothing is published.
+//  - Truncate (SetAttr size) of an inode open for write on this node is
+//    staged; otherwise it goes to the server.
+//  - An unlinked (orphaned) file stays readable and writable through its open
+//    handles; the last Release tells the server (ReleaseInode).
+//
+// Errors: absl::Status with the errno kept (traincache/status.h); the adapter
+// replies ToErrno(status). Server errors pass through unchanged (ENOENT,
+// EEXIST, ENOTEMPTY, EDQUOT, ...). EBADF for an unknown handle or a write
+// through a read-only one; EIO for a commit that lost a conflict; staging
+// disk errors carry the errno of the failed system call (ENOSPC, EIO).
+//
+// Thread-safety: every method may be called concurrently (the adapter runs a
+// multi-threaded session loop). Lock order: Inode::mu before Filesystem::mu_;
+// mu_ is a leaf (held only for table updates, never across an RPC or I/O).
+// Inode::mu is held across a commit's RPCs, so writes and staged reads of that
+// one inode wait for its commit; other inodes do not.
+#ifndef TRAINCACHE_NODE_FILESYSTEM_H_
+#define TRAINCACHE_NODE_FILESYSTEM_H_
+
+#include <sys/statvfs.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "node/chunk_fetcher.h"
+#include "traincache/cluster_client.h"
+#include "traincache/metadata_store.h"
+#include "traincache/node_tier.h"
+#include "traincache/scope.h"
+#include "traincache/types.h"
+
+namespace traincache::node {
+
+struct FilesystemOptions {
+  // Root of the write staging area (node NVMe). Required.
+  std::string staging_dir;
+  // Chunk size of files this node writes from scratch (an existing file keeps
+  // its chunk size unless truncated to 0). A power of two in
+  // [kMinChunkSize, kMaxChunkSize].
+  uint32_t chunk_size = kDefaultChunkSize;
+  // How long attributes and entries may be served from cache (also what the
+  // adapter should tell the kernel).
+  std::chrono::milliseconds attr_ttl{1000};
+  std::chrono::milliseconds entry_ttl{1000};
+  // Init creates the scope on the server if it does not exist.
+  bool create_scope = true;
+  // A commit builds and uploads changed chunks in batches of about this many
+  // bytes (bounds the daemon's memory for big writes).
+  uint64_t commit_batch_bytes = 64ull << 20;
+};
+
+struct CreateReply {
+  InodeAttr attr;
+  uint64_t fh = 0;
+};
+
+struct OpenReply {
+  uint64_t fh = 0;
+  // The kernel may keep the pages it holds for this inode: they belong to
+  // the version this open sees (FOPEN_KEEP_CACHE).
+  bool keep_cache = false;
+};
+
+// One readdir entry handed to the adapter's callback.
+struct DirListEntry {
+  std::string_view name;
+  InodeId ino = 0;
+  uint32_t type = 0;                // S_IFMT bits.
+  const InodeAttr* attr = nullptr;  // Plus only; nullptr for "." and "..":
+                                    // reply without an entry (no lookup).
+  uint64_t next_offset = 0;         // The offset that resumes after it.
+};
+
+struct FilesystemStats {
+  uint64_t commits = 0;           // CommitContent calls that succeeded.
+  uint64_t commit_conflicts = 0;  // Commits failed with EIO after ESTALE.
+  uint64_t commit_rebases = 0;    // ESTALE answered by re-committing.
+  uint64_t uploaded_chunks = 0;
+  uint64_t uploaded_bytes = 0;
+};
+
+class Filesystem {
+ public:
+  // `client`, `fetcher` and `tier` must outlive the Filesystem.
+  Filesystem(Scope scope, ClusterClient* client, ChunkFetcher* fetcher, NodeTier* tier,
+             FilesystemOptions options);
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  // Opens the scope (creating it if options.create_scope) and checks the
+  // options. Call once before anything else. Returns the root's attributes.
+  absl::StatusOr<InodeAttr> Init();
+
+  const Scope& scope() const { return scope_; }
+  const FilesystemOptions& options() const { return options_; }
+  uint64_t generation() const { return generation_; }
+  FilesystemStats Stats() const;
+
+  // --- inodes ---
+  // Adds one lookup to the returned inode.
+  absl::StatusOr<InodeAttr> Lookup(InodeId parent, std::string_view name);
+  // Drops `n` lookups; the entry goes when none remain and no handle is open.
+  void Forget(InodeId ino, uint64_t n);
+  absl::StatusOr<InodeAttr> GetAttr(InodeId ino);
+  // Size changes of an inode open for write on this node are staged (and
+  // committed with its data); everything else goes to the server, after
+  // committing staged data so a given mtime is not overwritten later. `fh`:
+  // the handle of an ftruncate/futimens, if any.
+  absl::StatusOr<InodeAttr> SetAttr(InodeId ino, const SetAttrRequest& req,
+                                    std::optional<uint64_t> fh = std::nullopt);
+
+  // --- namespace (each adds one lookup to the inode it returns) ---
+  absl::StatusOr<InodeAttr> Mkdir(InodeId parent, std::string_view name, uint32_t mode,
+                                  const Caller& caller);
+  // `flags` are open(2)'s: O_EXCL makes it exclusive (EEXIST if the name
+  // exists), O_TRUNC truncates an existing file (staged), O_APPEND appends.
+  absl::StatusOr<CreateReply> Create(InodeId parent, std::string_view name, uint32_t mode,
+                                     int flags, const Caller& caller);
+  absl::StatusOr<InodeAttr> Symlink(InodeId parent, std::string_view name, std::string_view target,
+                                    const Caller& caller);
+  absl::StatusOr<InodeAttr> Link(InodeId ino, InodeId new_parent, std::string_view new_name);
+  absl::StatusOr<std::string> ReadLink(InodeId ino);
+  absl::Status Unlink(InodeId parent, std::string_view name);
+  absl::Status Rmdir(InodeId parent, std::string_view name);
+  // `flags`: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  absl::Status Rename(InodeId parent, std::string_view name, InodeId new_parent,
+                      std::string_view new_name, uint32_t flags);
+
+  // --- files ---
+  absl::StatusOr<OpenReply> Open(InodeId ino, int flags);
+  // Up to `size` bytes at `offset` (fewer at EOF).
+  absl::StatusOr<std::string> Read(InodeId ino, uint64_t fh, uint64_t offset, size_t size);
+  // Returns the bytes written (all of `data`). O_APPEND handles write at the
+  // staged end whatever `offset` says.
+  absl::StatusOr<size_t> Write(InodeId ino, uint64_t fh, uint64_t offset, std::string_view data);
+  // close(2) of one descriptor: commits staged data. The commit's error
+  // (EIO after a lost conflict, EDQUOT, ...) is close's.
+  absl::Status Flush(InodeId ino, uint64_t fh);
+  absl::Status Fsync(InodeId ino, uint64_t fh, bool datasync);
+  // The handle is gone. The last writer's release commits what is still
+  // staged (errors are logged: nobody is left to tell); the last handle of an
+  // unlinked file releases it on the server.
+  void Release(InodeId ino, uint64_t fh);
+
+  // --- directories ---
+  // Snapshots the listing ("." and ".." first); offsets of the handle are
+  // indexes into it, stable for the life of the handle.
+  absl::StatusOr<uint64_t> OpenDir(InodeId ino);
+  // Calls `add` for entries from `offset` on until it returns false (the
+  // reply buffer is full) or the listing ends. With `plus`, each accepted
+  // entry other than "." and ".." counts one lookup.
+  absl::Status ReadDir(uint64_t fh, uint64_t offset, bool plus,
+                       const std::function<bool(const DirListEntry&)>& add);
+  void ReleaseDir(uint64_t fh);
+
+  // --- xattrs (flags as setxattr(2)) ---
+  absl::StatusOr<std::string> GetXattr(InodeId ino, std::string_view name);
+  absl::Status SetXattr(InodeId ino, std::string_view name, std::string_view value, uint32_t flags);
+  // The names, each followed by a NUL (listxattr(2)'s buffer).
+  absl::StatusOr<std::string> ListXattr(InodeId ino);
+  absl::Status RemoveXattr(InodeId ino, std::string_view name);
+
+  // Blocks of 4 KiB: total = quota, free = quota - used.
+  absl::StatusOr<struct statvfs> StatFs();
+
+ private:
+  struct Inode;
+  struct WriteState;
+  struct Handle;
+  struct DirHandle;
+  using Clock = std::chrono::steady_clock;
+
+  // Table helpers (take mu_).
+  std::shared_ptr<Inode> FindInode(InodeId ino);
+  // Finds or adds the entry and pins it (counted as an open in progress).
+  std::shared_ptr<Inode> GetOrAddInode(InodeId ino);
+  // Adds one lookup and caches `attr`; returns `attr` with staged overlays.
+  InodeAttr AddLookup(const InodeAttr& attr);
+  void CacheAttr(const InodeAttr& attr);
+  void InvalidateAttr(InodeId ino);
+  // Applies the staged size/mtime of `ino`, if any. Requires mu_.
+  void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<Handle> FindHandle(uint64_t fh);
+  absl::Status CheckName(std::string_view name) const;
+  // An unlink or rename removed the last link of `r.ino`.
+  void HandleUnlinked(const UnlinkResult& r);
+  // Ends a pin of GetOrAddInode (or a handle's count); the last one of an
+  // orphan releases it on the server.
+  void Unpin(Inode& inode);
+  void ReleaseOrphan(InodeId ino);
+  // Drops the table entry if nothing holds it. Requires mu_.
+  void MaybeEraseLocked(InodeId ino) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Registers a handle of `inode` opened with `flags` whose server content
+  // is `map` (fresh from the server). Sets up the write state and O_TRUNC.
+  absl::StatusOr<OpenReply> OpenWithMap(const std::shared_ptr<Inode>& inode, int flags,
+                                        ChunkMap map);
+
+  // Write-state operations; all require inode.mu.
+  absl::Status EnsureStagingFile(Inode& inode, WriteState& ws);
+  absl::Status StageTruncate(Inode& inode, WriteState& ws, uint64_t size);
+  // Bytes [offset, offset+n) of the staged view, n already clipped to the
+  // staged size.
+  absl::Status ReadStaged(Inode& inode, WriteState& ws, uint64_t offset, size_t n, char* out);
+  absl::Status Commit(Inode& inode, WriteState& ws);
+  void PublishOverlay(Inode& inode, const WriteState* ws);
+  void DropWriteState(Inode& inode);
+
+  const Scope scope_;
+  ClusterClient* const client_;
+  ChunkFetcher* const fetcher_;
+  NodeTier* const tier_;
+  const FilesystemOptions options_;
+  uint64_t generation_ = 0;  // Set by Init.
+
+  mutable absl::Mutex mu_;  // Leaf: acquire after Inode::mu, never before.
+  std::unordered_map<InodeId, std::shared_ptr<Inode>> inodes_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dir_handles_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
+  FilesystemStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace traincache::node
+
+#endif  // TRAINCACHE_NODE_FILESYSTEM_H_

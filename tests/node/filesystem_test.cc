@@ -1,0 +1,716 @@
+// The node core (Filesystem) over the in-process fake server: two instances
+// over one fake are two nodes of one cluster. Each node has its own memory
+// tier, fetcher and staging folder. Chunks are 64 KiB to keep files small.
+
+#include "node/filesystem.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cerrno>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "testing/fake_cluster_client.h"
+#include "testing/temp_dir.h"
+#include "traincache/status.h"
+
+namespace traincache::node {
+namespace {
+
+using ::traincache::testing::FakeClusterClient;
+using ::traincache::testing::TempDir;
+
+constexpr uint32_t kChunk = kMinChunkSize;
+constexpr int kRW = O_RDWR;
+
+std::string Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+// Equal bytes; on a mismatch says where, instead of printing megabytes.
+::testing::AssertionResult SameBytes(const std::string& got, const std::string& want) {
+  if (got == want) return ::testing::AssertionSuccess();
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+  return ::testing::AssertionFailure()
+         << "got " << got.size() << " bytes, want " << want.size() << ", first difference at " << i;
+}
+
+// Forwards to the fake, counting the bytes of PutChunks (what a node sends).
+class CountingClient final : public ClusterClient {
+ public:
+  explicit CountingClient(FakeClusterClient* f) : f_(f) {}
+  uint64_t put_bytes() const { return put_bytes_; }
+
+  absl::StatusOr<OpenScopeResult> OpenScope(const Scope& s, bool c) override {
+    return f_->OpenScope(s, c);
+  }
+  absl::StatusOr<InodeAttr> Lookup(const Scope& s, InodeId p, std::string_view n) override {
+    return f_->Lookup(s, p, n);
+  }
+  absl::StatusOr<InodeAttr> GetAttr(const Scope& s, InodeId i) override {
+    return f_->GetAttr(s, i);
+  }
+  absl::StatusOr<InodeAttr> SetAttr(const Scope& s, InodeId i, const SetAttrRequest& r) override {
+    return f_->SetAttr(s, i, r);
+  }
+  absl::StatusOr<ReadDirPage> ReadDir(const Scope& s, InodeId d, std::string_view a, uint32_t l,
+                                      bool p) override {
+    return f_->ReadDir(s, d, a, l, p);
+  }
+  absl::StatusOr<InodeAttr> Mkdir(const Scope& s, InodeId p, std::string_view n, uint32_t m,
+                                  const Caller& c) override {
+    return f_->Mkdir(s, p, n, m, c);
+  }
+  absl::StatusOr<CreateResult> Create(const Scope& s, InodeId p, std::string_view n, uint32_t m,
+                                      const Caller& c, bool e) override {
+    return f_->Create(s, p, n, m, c, e);
+  }
+  absl::StatusOr<UnlinkResult> Unlink(const Scope& s, InodeId p, std::string_view n) override {
+    return f_->Unlink(s, p, n);
+  }
+  absl::Status Rmdir(const Scope& s, InodeId p, std::string_view n) override {
+    return f_->Rmdir(s, p, n);
+  }
+  absl::StatusOr<UnlinkResult> Rename(const Scope& s, InodeId p, std::string_view n, InodeId np,
+                                      std::string_view nn, uint32_t fl) override {
+    return f_->Rename(s, p, n, np, nn, fl);
+  }
+  absl::StatusOr<InodeAttr> Symlink(const Scope& s, InodeId p, std::string_view n,
+                                    std::string_view t, const Caller& c) override {
+    return f_->Symlink(s, p, n, t, c);
+  }
+  absl::StatusOr<std::string> ReadLink(const Scope& s, InodeId i) override {
+    return f_->ReadLink(s, i);
+  }
+  absl::StatusOr<InodeAttr> Link(const Scope& s, InodeId i, InodeId np,
+                                 std::string_view nn) override {
+    return f_->Link(s, i, np, nn);
+  }
+  absl::StatusOr<std::string> GetXattr(const Scope& s, InodeId i, std::string_view n) override {
+    return f_->GetXattr(s, i, n);
+  }
+  absl::Status SetXattr(const Scope& s, InodeId i, std::string_view n, std::string_view v,
+                        uint32_t fl) override {
+    return f_->SetXattr(s, i, n, v, fl);
+  }
+  absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& s, InodeId i) override {
+    return f_->ListXattr(s, i);
+  }
+  absl::Status RemoveXattr(const Scope& s, InodeId i, std::string_view n) override {
+    return f_->RemoveXattr(s, i, n);
+  }
+  absl::StatusOr<ScopeUsage> StatFs(const Scope& s) override { return f_->StatFs(s); }
+  absl::StatusOr<ChunkMap> GetChunkMap(const Scope& s, InodeId i) override {
+    return f_->GetChunkMap(s, i);
+  }
+  absl::StatusOr<InodeAttr> CommitContent(const Scope& s, InodeId i, uint64_t v, uint64_t size,
+                                          uint32_t cs, const std::vector<ChunkRef>& c,
+                                          Timespec m) override {
+    return f_->CommitContent(s, i, v, size, cs, c, m);
+  }
+  absl::Status ReleaseInode(const Scope& s, InodeId i) override { return f_->ReleaseInode(s, i); }
+  absl::StatusOr<std::vector<std::optional<uint64_t>>> HasChunks(
+      const Scope& s, const std::vector<ChunkId>& ids) override {
+    return f_->HasChunks(s, ids);
+  }
+  absl::Status PutChunks(const Scope& s, const std::vector<std::string_view>& chunks) override {
+    for (std::string_view c : chunks) put_bytes_ += c.size();
+    return f_->PutChunks(s, chunks);
+  }
+  absl::StatusOr<std::string> GetChunk(const Scope& s, const ChunkId& id, uint64_t off,
+                                       uint64_t len) override {
+    return f_->GetChunk(s, id, off, len);
+  }
+
+ private:
+  FakeClusterClient* f_;
+  std::atomic<uint64_t> put_bytes_{0};
+};
+
+// One node: its tier, fetcher, staging folder and Filesystem.
+struct Node {
+  std::unique_ptr<NodeTier> tier;
+  std::unique_ptr<ChunkFetcher> fetcher;
+  std::unique_ptr<Filesystem> fs;
+};
+
+class FilesystemTest : public ::testing::Test {
+ protected:
+  FilesystemTest() : client_(&fake_), scope_(*Scope::Parse("project:demo")) {}
+
+  void SetUp() override {
+    a_ = MakeNode("a");
+    b_ = MakeNode("b");
+  }
+
+  std::unique_ptr<Node> MakeNode(const std::string& name,
+                                 std::chrono::milliseconds ttl = std::chrono::milliseconds(0)) {
+    auto node = std::make_unique<Node>();
+    node->tier = NewMemoryTier(1ull << 30);
+    node->fetcher =
+        std::make_unique<ChunkFetcher>(&client_, node->tier.get(), ChunkFetcher::Options{});
+    FilesystemOptions options;
+    options.staging_dir = dir_.Sub("staging-" + name);
+    options.chunk_size = kChunk;
+    options.attr_ttl = ttl;
+    options.entry_ttl = ttl;
+    node->fs = std::make_unique<Filesystem>(scope_, &client_, node->fetcher.get(), node->tier.get(),
+                                            options);
+    EXPECT_TRUE(node->fs->Init().ok());
+    return node;
+  }
+
+  Filesystem& A() { return *a_->fs; }
+  Filesystem& B() { return *b_->fs; }
+
+  // Creates (or truncates) `name` in the root with `data` and closes it.
+  InodeId WriteFile(Filesystem& fs, const std::string& name, const std::string& data) {
+    absl::StatusOr<CreateReply> c = fs.Create(kRootInode, name, 0644, O_WRONLY | O_TRUNC, {});
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return 0;
+    EXPECT_EQ(*fs.Write(c->attr.ino, c->fh, 0, data), data.size());
+    EXPECT_TRUE(fs.Flush(c->attr.ino, c->fh).ok());
+    fs.Release(c->attr.ino, c->fh);
+    return c->attr.ino;
+  }
+
+  // Reads from `offset` to EOF through `fh`, in 256 KiB requests.
+  static std::string ReadAll(Filesystem& fs, InodeId ino, uint64_t fh, uint64_t offset = 0) {
+    std::string out;
+    for (;;) {
+      absl::StatusOr<std::string> r = fs.Read(ino, fh, offset + out.size(), 256 << 10);
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (!r.ok() || r->empty()) return out;
+      out += *r;
+    }
+  }
+
+  // Opens `name` in the root read-only and reads it whole.
+  std::string Cat(Filesystem& fs, const std::string& name) {
+    absl::StatusOr<InodeAttr> attr = fs.Lookup(kRootInode, name);
+    EXPECT_TRUE(attr.ok()) << attr.status();
+    if (!attr.ok()) return "<missing>";
+    absl::StatusOr<OpenReply> open = fs.Open(attr->ino, O_RDONLY);
+    EXPECT_TRUE(open.ok()) << open.status();
+    std::string out = ReadAll(fs, attr->ino, open->fh);
+    fs.Release(attr->ino, open->fh);
+    fs.Forget(attr->ino, 1);
+    return out;
+  }
+
+  TempDir dir_;
+  FakeClusterClient fake_;
+  CountingClient client_;
+  Scope scope_;
+  std::unique_ptr<Node> a_, b_;
+};
+
+TEST_F(FilesystemTest, WrittenOnOneNodeIsReadWholeOnAnother) {
+  const std::string data = Random(3 * kChunk + 1234, 1);
+  WriteFile(A(), "f", data);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+  absl::StatusOr<InodeAttr> attr = B().Lookup(kRootInode, "f");
+  ASSERT_TRUE(attr.ok());
+  EXPECT_EQ(attr->size, data.size());
+  EXPECT_TRUE(attr->is_reg());
+}
+
+TEST_F(FilesystemTest, OverwriteIsSeenWholeByTheNextOpenAndOldHandlesKeepTheirVersion) {
+  const std::string v1 = Random(4 * kChunk, 1);
+  const std::string v2 = Random(2 * kChunk + 7, 2);
+  const InodeId ino = WriteFile(A(), "f", v1);
+
+  absl::StatusOr<OpenReply> old = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(*B().Read(ino, old->fh, 0, 100), v1.substr(0, 100));
+
+  WriteFile(A(), "f", v2);
+
+  absl::StatusOr<OpenReply> fresh = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_FALSE(fresh->keep_cache);  // A new version: the kernel drops its pages.
+  EXPECT_TRUE(SameBytes(ReadAll(B(), ino, fresh->fh), v2));
+  // The handle opened before the overwrite reads the version it opened, whole.
+  EXPECT_TRUE(SameBytes(ReadAll(B(), ino, old->fh), v1));
+  B().Release(ino, old->fh);
+  B().Release(ino, fresh->fh);
+}
+
+TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {
+  const InodeId ino = WriteFile(A(), "f", "one");
+  // The kernel holds a lookup while it keeps the inode (and its pages).
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  auto open = [&] {
+    absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
+    EXPECT_TRUE(o.ok());
+    B().Release(ino, o->fh);
+    return o->keep_cache;
+  };
+  EXPECT_FALSE(open());
+  EXPECT_TRUE(open());
+  WriteFile(A(), "f", "two");
+  EXPECT_FALSE(open());
+  EXPECT_TRUE(open());
+}
+
+TEST_F(FilesystemTest, ReadsSeeStagedWritesBeforeAndAfterTheCommit) {
+  const std::string base = Random(3 * kChunk, 3);
+  const InodeId ino = WriteFile(A(), "f", base);
+  absl::StatusOr<OpenReply> reader = A().Open(ino, O_RDONLY);
+  absl::StatusOr<OpenReply> rw = A().Open(ino, kRW);
+  ASSERT_TRUE(reader.ok() && rw.ok());
+  ASSERT_TRUE(A().Write(ino, rw->fh, kChunk - 2, "XYZW").ok());
+  std::string expected = base;
+  expected.replace(kChunk - 2, 4, "XYZW");
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, rw->fh), expected));
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, reader->fh), expected));  // One node is coherent.
+  EXPECT_EQ(A().GetAttr(ino)->size, base.size());
+  ASSERT_TRUE(A().Fsync(ino, rw->fh, false).ok());
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, rw->fh), expected));
+  A().Release(ino, rw->fh);
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, reader->fh), expected));
+  A().Release(ino, reader->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), expected));
+}
+
+TEST_F(FilesystemTest, PartialOverwriteUploadsOnlyTheChunksItTouched) {
+  std::string data = Random(8 * kChunk, 4);
+  const InodeId ino = WriteFile(A(), "f", data);
+  EXPECT_EQ(client_.put_bytes(), data.size());
+
+  const uint64_t before = client_.put_bytes();
+  absl::StatusOr<OpenReply> o = A().Open(ino, kRW);
+  ASSERT_TRUE(o.ok());
+  const std::string patch = Random(100, 5);
+  const uint64_t at = 3 * kChunk + kChunk - 50;  // Chunks 3 and 4.
+  ASSERT_EQ(*A().Write(ino, o->fh, at, patch), patch.size());
+  ASSERT_TRUE(A().Flush(ino, o->fh).ok());
+  A().Release(ino, o->fh);
+  EXPECT_EQ(client_.put_bytes() - before, 2 * kChunk);
+  data.replace(at, patch.size(), patch);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+}
+
+TEST_F(FilesystemTest, AppendWritesAtTheEnd) {
+  const InodeId ino = WriteFile(A(), "log", "hello");
+  absl::StatusOr<OpenReply> o = A().Open(ino, O_WRONLY | O_APPEND);
+  ASSERT_TRUE(o.ok());
+  ASSERT_TRUE(A().Write(ino, o->fh, 0, " world").ok());
+  ASSERT_TRUE(A().Write(ino, o->fh, 3, "!").ok());
+  A().Release(ino, o->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "log"), "hello world!"));
+  // An append on B, opened after A's close, lands after A's bytes.
+  absl::StatusOr<OpenReply> ob = B().Open(ino, O_WRONLY | O_APPEND);
+  ASSERT_TRUE(ob.ok());
+  ASSERT_TRUE(B().Write(ino, ob->fh, 0, "?").ok());
+  B().Release(ino, ob->fh);
+  EXPECT_TRUE(SameBytes(Cat(A(), "log"), "hello world!?"));
+}
+
+TEST_F(FilesystemTest, TruncateShrinkAndExtend) {
+  const std::string data = Random(3 * kChunk + 10, 6);
+  const InodeId ino = WriteFile(A(), "f", data);
+  const uint64_t half = kChunk + kChunk / 2;
+
+  // ftruncate of a file open for write: staged until close.
+  absl::StatusOr<OpenReply> o = A().Open(ino, kRW);
+  ASSERT_TRUE(o.ok());
+  SetAttrRequest shrink;
+  shrink.size = half;
+  absl::StatusOr<InodeAttr> attr = A().SetAttr(ino, shrink, o->fh);
+  ASSERT_TRUE(attr.ok()) << attr.status();
+  EXPECT_EQ(attr->size, half);
+  EXPECT_EQ(fake_.GetAttr(scope_, ino)->size, data.size());  // Not sent yet.
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, o->fh), data.substr(0, half)));
+  SetAttrRequest extend;
+  extend.size = 2 * kChunk;
+  ASSERT_TRUE(A().SetAttr(ino, extend, o->fh).ok());
+  A().Release(ino, o->fh);
+  std::string expected = data.substr(0, half) + std::string(2 * kChunk - half, '\0');
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), expected));
+
+  // truncate of a file nobody has open: the server's, including growing a
+  // file whose last chunk a truncate cut (the server asks for a commit).
+  SetAttrRequest cut;
+  cut.size = kChunk / 3;
+  ASSERT_TRUE(B().SetAttr(ino, cut).ok());
+  SetAttrRequest grow;
+  grow.size = 2 * kChunk + 5;
+  attr = B().SetAttr(ino, grow);
+  ASSERT_TRUE(attr.ok()) << attr.status();
+  EXPECT_EQ(attr->size, 2 * kChunk + 5);
+  expected = data.substr(0, kChunk / 3) + std::string(2 * kChunk + 5 - kChunk / 3, '\0');
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), expected));
+}
+
+TEST_F(FilesystemTest, OTruncAndTruncateToZeroStartFresh) {
+  const InodeId ino = WriteFile(A(), "f", Random(2 * kChunk, 7));
+  absl::StatusOr<OpenReply> o = A().Open(ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(A().GetAttr(ino)->size, 0u);
+  A().Release(ino, o->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), ""));
+  EXPECT_EQ(fake_.GetAttr(scope_, ino)->size, 0u);
+}
+
+TEST_F(FilesystemTest, SparseWriteFarPastFourGiB) {
+  const uint64_t far = (5ull << 30) + 123;
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "sparse", 0644, O_RDWR, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  ASSERT_TRUE(A().Write(ino, c->fh, 0, "head").ok());
+  ASSERT_TRUE(A().Write(ino, c->fh, far, "tail").ok());
+  EXPECT_EQ(A().GetAttr(ino)->size, far + 4);
+  EXPECT_EQ(*A().Read(ino, c->fh, far - 2, 100), std::string(2, '\0') + "tail");
+  const uint64_t before = client_.put_bytes();
+  ASSERT_TRUE(A().Flush(ino, c->fh).ok());
+  A().Release(ino, c->fh);
+  EXPECT_LE(client_.put_bytes() - before, 2 * kChunk);  // Holes are not uploaded.
+
+  absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(B().GetAttr(ino)->size, far + 4);
+  EXPECT_EQ(*B().Read(ino, o->fh, 0, 4), "head");
+  EXPECT_EQ(*B().Read(ino, o->fh, far, 100), "tail");
+  EXPECT_EQ(*B().Read(ino, o->fh, 3ull << 30, 1000), std::string(1000, '\0'));
+  B().Release(ino, o->fh);
+}
+
+TEST_F(FilesystemTest, ExclusiveCreateRaceHasOneWinner) {
+  for (int round = 0; round < 20; ++round) {
+    const std::string name = "lock" + std::to_string(round);
+    absl::StatusOr<CreateReply> ra, rb;
+    std::thread ta([&] { ra = A().Create(kRootInode, name, 0644, O_WRONLY | O_EXCL, {}); });
+    std::thread tb([&] { rb = B().Create(kRootInode, name, 0644, O_WRONLY | O_EXCL, {}); });
+    ta.join();
+    tb.join();
+    ASSERT_NE(ra.ok(), rb.ok()) << name;
+    const absl::Status& lost = ra.ok() ? rb.status() : ra.status();
+    EXPECT_EQ(ToErrno(lost), EEXIST);
+    if (ra.ok()) A().Release(ra->attr.ino, ra->fh);
+    if (rb.ok()) B().Release(rb->attr.ino, rb->fh);
+  }
+}
+
+TEST_F(FilesystemTest, NamespaceCallsPassThroughWithTheirErrno) {
+  const Caller caller{1000, 1000};
+  absl::StatusOr<InodeAttr> d = A().Mkdir(kRootInode, "d", 0755, caller);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->is_dir());
+  EXPECT_EQ(d->uid, 1000u);
+  EXPECT_EQ(ToErrno(A().Mkdir(kRootInode, "d", 0755, caller).status()), EEXIST);
+  EXPECT_EQ(ToErrno(A().Lookup(kRootInode, "nope").status()), ENOENT);
+  EXPECT_EQ(ToErrno(A().Lookup(kRootInode, std::string(256, 'x')).status()), ENAMETOOLONG);
+
+  const InodeId f = WriteFile(A(), "f", "content");
+  WriteFile(A(), "g", "other");
+  EXPECT_EQ(ToErrno(A().Rename(kRootInode, "f", kRootInode, "g", kRenameNoReplace)), EEXIST);
+  ASSERT_TRUE(A().Rename(kRootInode, "f", d->ino, "f2", 0).ok());
+  EXPECT_EQ(ToErrno(A().Rmdir(kRootInode, "d")), ENOTEMPTY);
+  ASSERT_TRUE(A().Rename(kRootInode, "g", d->ino, "f2", kRenameExchange).ok());
+  EXPECT_TRUE(SameBytes(Cat(B(), "g"), "content"));
+  ASSERT_TRUE(A().Rename(kRootInode, "g", kRootInode, "h", 0).ok());
+  // Rename over an existing file: the replaced one is released.
+  const uint64_t releases = fake_.Calls("ReleaseInode");
+  ASSERT_TRUE(A().Rename(d->ino, "f2", kRootInode, "h", 0).ok());
+  EXPECT_EQ(fake_.Calls("ReleaseInode"), releases + 1);
+  EXPECT_TRUE(SameBytes(Cat(B(), "h"), "other"));
+  EXPECT_EQ(ToErrno(A().Unlink(kRootInode, "nope")), ENOENT);
+  EXPECT_EQ(ToErrno(A().Unlink(kRootInode, "d")), EISDIR);
+  ASSERT_TRUE(A().Rmdir(kRootInode, "d").ok());
+  EXPECT_EQ(ToErrno(B().Lookup(kRootInode, "d").status()), ENOENT);
+
+  absl::StatusOr<InodeAttr> s = A().Symlink(kRootInode, "s", "../x/y", caller);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->is_symlink());
+  EXPECT_EQ(*B().ReadLink(s->ino), "../x/y");
+
+  absl::StatusOr<InodeAttr> h = B().Lookup(kRootInode, "h");
+  ASSERT_TRUE(h.ok());
+  absl::StatusOr<InodeAttr> l = A().Link(h->ino, kRootInode, "h2");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->nlink, 2u);
+  EXPECT_TRUE(SameBytes(Cat(B(), "h2"), "other"));
+  static_cast<void>(f);
+
+  ASSERT_TRUE(A().SetXattr(h->ino, "user.k", "v", 0).ok());
+  EXPECT_EQ(*B().GetXattr(h->ino, "user.k"), "v");
+  EXPECT_EQ(ToErrno(A().SetXattr(h->ino, "user.k", "w", kXattrCreate)), EEXIST);
+  EXPECT_EQ(ToErrno(A().SetXattr(h->ino, "user.none", "w", kXattrReplace)), ENODATA);
+  ASSERT_TRUE(A().SetXattr(h->ino, "user.a", "1", 0).ok());
+  EXPECT_EQ(*B().ListXattr(h->ino), std::string("user.a\0user.k\0", 14));
+  ASSERT_TRUE(B().RemoveXattr(h->ino, "user.k").ok());
+  EXPECT_EQ(ToErrno(A().GetXattr(h->ino, "user.k").status()), ENODATA);
+  EXPECT_EQ(ToErrno(A().RemoveXattr(h->ino, "user.k")), ENODATA);
+
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  absl::StatusOr<InodeAttr> m = A().SetAttr(h->ino, chmod);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->mode & 07777, 0600u);
+  EXPECT_EQ(B().GetAttr(h->ino)->mode & 07777, 0600u);
+
+  absl::StatusOr<struct statvfs> st = A().StatFs();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->f_blocks * st->f_frsize, kDefaultQuotaBytes / 4096 * 4096);
+  EXPECT_EQ(st->f_namemax, kMaxNameBytes);
+}
+
+TEST_F(FilesystemTest, UnlinkedOpenFileStaysUsableUntilRelease) {
+  const InodeId ino = WriteFile(A(), "f", "still here");
+  absl::StatusOr<OpenReply> o = A().Open(ino, kRW);
+  ASSERT_TRUE(o.ok());
+  ASSERT_TRUE(A().Unlink(kRootInode, "f").ok());
+  EXPECT_EQ(ToErrno(B().Lookup(kRootInode, "f").status()), ENOENT);
+  EXPECT_EQ(fake_.Calls("ReleaseInode"), 0u);
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, o->fh), "still here"));
+  ASSERT_TRUE(A().Write(ino, o->fh, 0, "STILL").ok());
+  EXPECT_TRUE(SameBytes(ReadAll(A(), ino, o->fh), "STILL here"));
+  A().Release(ino, o->fh);
+  EXPECT_EQ(fake_.Calls("ReleaseInode"), 1u);
+  EXPECT_EQ(ToErrno(fake_.GetAttr(scope_, ino).status()), ENOENT);
+
+  // Unlinked with nothing open here: released at once.
+  WriteFile(A(), "g", "x");
+  ASSERT_TRUE(A().Unlink(kRootInode, "g").ok());
+  EXPECT_EQ(fake_.Calls("ReleaseInode"), 2u);
+}
+
+TEST_F(FilesystemTest, ConflictingWritersNeverPublishAMix) {
+  const std::string base = Random(3 * kChunk, 8);
+  const InodeId ino = WriteFile(A(), "f", base);
+
+  // A patches one chunk; B rewrites the file whole and closes first: A's
+  // commit would publish B's bytes with A's patch, so A's close fails.
+  absl::StatusOr<OpenReply> pa = A().Open(ino, kRW);
+  ASSERT_TRUE(pa.ok());
+  ASSERT_TRUE(A().Write(ino, pa->fh, 10, "patch").ok());
+  const std::string whole = Random(2 * kChunk + 1, 9);
+  WriteFile(B(), "f", whole);
+  EXPECT_EQ(ToErrno(A().Flush(ino, pa->fh)), EIO);
+  A().Release(ino, pa->fh);
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), whole));
+  EXPECT_GE(A().Stats().commit_conflicts, 1u);
+
+  // Now B patches and closes first, A rewrites whole and closes last: the
+  // whole rewrite does not depend on what it replaced, so last close wins.
+  absl::StatusOr<OpenReply> wa = A().Open(ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(wa.ok());
+  const std::string mine = Random(kChunk + 3, 10);
+  ASSERT_TRUE(A().Write(ino, wa->fh, 0, mine).ok());
+  absl::StatusOr<OpenReply> pb = B().Open(ino, kRW);
+  ASSERT_TRUE(pb.ok());
+  ASSERT_TRUE(B().Write(ino, pb->fh, 5, "patch").ok());
+  ASSERT_TRUE(B().Flush(ino, pb->fh).ok());
+  B().Release(ino, pb->fh);
+  ASSERT_TRUE(A().Flush(ino, wa->fh).ok());
+  A().Release(ino, wa->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), mine));
+  EXPECT_GE(A().Stats().commit_rebases, 1u);
+}
+
+TEST_F(FilesystemTest, AttributeChangesElsewhereDoNotFailAWriter) {
+  const std::string base = Random(2 * kChunk, 11);
+  const InodeId ino = WriteFile(A(), "f", base);
+  absl::StatusOr<OpenReply> o = A().Open(ino, kRW);
+  ASSERT_TRUE(o.ok());
+  ASSERT_TRUE(A().Write(ino, o->fh, 1, "x").ok());
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  ASSERT_TRUE(B().SetAttr(ino, chmod).ok());
+  ASSERT_TRUE(B().SetXattr(ino, "user.k", "v", 0).ok());
+  ASSERT_TRUE(A().Flush(ino, o->fh).ok());
+  A().Release(ino, o->fh);
+  std::string expected = base;
+  expected[1] = 'x';
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), expected));
+  EXPECT_EQ(B().GetAttr(ino)->mode & 07777, 0600u);
+}
+
+TEST_F(FilesystemTest, TimesSetOnAnOpenFileSurviveItsClose) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "f", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(A().Write(c->attr.ino, c->fh, 0, "data").ok());
+  SetAttrRequest times;
+  times.mtime = Timespec{1000, 5};
+  times.atime = Timespec{1000, 5};
+  ASSERT_TRUE(A().SetAttr(c->attr.ino, times, c->fh).ok());  // futimens, as cp -p.
+  A().Release(c->attr.ino, c->fh);
+  absl::StatusOr<InodeAttr> attr = fake_.GetAttr(scope_, c->attr.ino);
+  EXPECT_EQ(attr->mtime, (Timespec{1000, 5}));
+  EXPECT_EQ(attr->size, 4u);
+}
+
+TEST_F(FilesystemTest, QuotaErrorsReachCloseAndKeepTheLastContent) {
+  FakeClusterClient small(FakeClusterClient::Options{.default_quota_bytes = 3 * kChunk});
+  auto tier = NewMemoryTier(1 << 30);
+  ChunkFetcher fetcher(&small, tier.get(), {});
+  FilesystemOptions options;
+  options.staging_dir = dir_.Sub("staging-q");
+  options.chunk_size = kChunk;
+  Filesystem fs(scope_, &small, &fetcher, tier.get(), options);
+  ASSERT_TRUE(fs.Init().ok());
+  const InodeId ino = WriteFile(fs, "f", "small");
+  absl::StatusOr<OpenReply> o = fs.Open(ino, kRW);
+  ASSERT_TRUE(o.ok());
+  ASSERT_TRUE(fs.Write(ino, o->fh, 0, Random(4 * kChunk, 12)).ok());
+  EXPECT_EQ(ToErrno(fs.Flush(ino, o->fh)), EDQUOT);
+  fs.Release(ino, o->fh);
+  EXPECT_TRUE(SameBytes(Cat(fs, "f"), "small"));
+}
+
+TEST_F(FilesystemTest, ForgetDropsTableEntries) {
+  auto node = MakeNode("c", std::chrono::hours(1));
+  Filesystem& fs = *node->fs;
+  const InodeId ino = WriteFile(A(), "f", "x");
+  ASSERT_TRUE(fs.Lookup(kRootInode, "f").ok());
+  ASSERT_TRUE(fs.Lookup(kRootInode, "f").ok());
+  const uint64_t calls = fake_.Calls("GetAttr");
+  ASSERT_TRUE(fs.GetAttr(ino).ok());
+  EXPECT_EQ(fake_.Calls("GetAttr"), calls);  // Cached with the entry.
+  fs.Forget(ino, 1);
+  ASSERT_TRUE(fs.GetAttr(ino).ok());
+  EXPECT_EQ(fake_.Calls("GetAttr"), calls);  // One lookup is left.
+  fs.Forget(ino, 1);
+  ASSERT_TRUE(fs.GetAttr(ino).ok());
+  EXPECT_EQ(fake_.Calls("GetAttr"), calls + 1);  // Entry gone: asked the server.
+}
+
+TEST_F(FilesystemTest, ReadDirOffsetsAreStableForTheHandle) {
+  for (int i = 0; i < 10; ++i) WriteFile(A(), "f" + std::to_string(i), "x");
+  absl::StatusOr<uint64_t> dh = B().OpenDir(kRootInode);
+  ASSERT_TRUE(dh.ok());
+  std::vector<std::string> names;
+  uint64_t offset = 0;
+  int attrs = 0;
+  auto take = [&](int n) {
+    int left = n;
+    ASSERT_TRUE(B().ReadDir(*dh, offset, /*plus=*/true,
+                            [&](const DirListEntry& e) {
+                              if (left-- == 0) return false;
+                              names.emplace_back(e.name);
+                              if (e.attr != nullptr) ++attrs;
+                              offset = e.next_offset;
+                              return true;
+                            })
+                    .ok());
+  };
+  take(4);
+  // Changes after OpenDir do not shift the handle's offsets.
+  ASSERT_TRUE(A().Unlink(kRootInode, "f0").ok());
+  WriteFile(A(), "a-new", "x");
+  take(100);
+  std::vector<std::string> expected = {".", ".."};
+  for (int i = 0; i < 10; ++i) expected.push_back("f" + std::to_string(i));
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(attrs, 10);
+  // Reading again from an offset gives the same entry.
+  std::string at5;
+  ASSERT_TRUE(B().ReadDir(*dh, 5, false,
+                          [&](const DirListEntry& e) {
+                            at5 = std::string(e.name);
+                            return false;
+                          })
+                  .ok());
+  EXPECT_EQ(at5, "f3");
+  B().ReleaseDir(*dh);
+  EXPECT_EQ(ToErrno(B().ReadDir(*dh, 0, false, [](const DirListEntry&) { return true; })), EBADF);
+}
+
+TEST_F(FilesystemTest, BadHandlesAreEbadf) {
+  const InodeId ino = WriteFile(A(), "f", "x");
+  absl::StatusOr<OpenReply> o = A().Open(ino, O_RDONLY);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(ToErrno(A().Write(ino, o->fh, 0, "y").status()), EBADF);
+  EXPECT_EQ(ToErrno(A().Read(ino, 9999, 0, 1).status()), EBADF);
+  A().Release(ino, o->fh);
+  EXPECT_EQ(ToErrno(A().Read(ino, o->fh, 0, 1).status()), EBADF);
+}
+
+TEST_F(FilesystemTest, ConcurrentWritersAndReadersOfDifferentFiles) {
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      Filesystem& fs = t % 2 ? A() : B();
+      const std::string name = "t" + std::to_string(t);
+      const std::string data = Random(2 * kChunk + t, 20 + t);
+      for (int round = 0; round < 5; ++round) {
+        absl::StatusOr<CreateReply> c = fs.Create(kRootInode, name, 0644, kRW | O_TRUNC, {});
+        if (!c.ok()) {
+          ++failures;
+          return;
+        }
+        for (uint64_t off = 0; off < data.size(); off += 4096) {
+          if (!fs.Write(c->attr.ino, c->fh, off, std::string_view(data).substr(off, 4096)).ok()) {
+            ++failures;
+          }
+        }
+        if (ReadAll(fs, c->attr.ino, c->fh) != data) ++failures;
+        if (!fs.Flush(c->attr.ino, c->fh).ok()) ++failures;
+        fs.Release(c->attr.ino, c->fh);
+        fs.Forget(c->attr.ino, 1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (int t = 0; t < 4; ++t) {
+    EXPECT_TRUE(SameBytes(Cat(A(), "t" + std::to_string(t)), Random(2 * kChunk + t, 20 + t)));
+  }
+}
+
+TEST_F(FilesystemTest, ChunksTheServerHasAreNotSentAgain) {
+  const std::string data = Random(3 * kChunk + 5, 30);
+  WriteFile(A(), "a", data);
+  const uint64_t before = client_.put_bytes();
+  WriteFile(B(), "b", data);  // Same bytes, other node, other file.
+  EXPECT_EQ(client_.put_bytes(), before);
+  EXPECT_TRUE(SameBytes(Cat(A(), "b"), data));
+}
+
+TEST_F(FilesystemTest, ConcurrentHandlesOfOneFileOnOneNode) {
+  constexpr int kThreads = 4;
+  constexpr uint64_t kPart = kChunk + 1000;  // Parts straddle chunk borders.
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "shared", 0644, kRW, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      absl::StatusOr<OpenReply> o = A().Open(ino, kRW);
+      if (!o.ok()) {
+        ++failures;
+        return;
+      }
+      const std::string part = Random(kPart, 40 + t);
+      for (uint64_t off = 0; off < kPart; off += 3000) {
+        std::string_view piece = std::string_view(part).substr(off, 3000);
+        if (!A().Write(ino, o->fh, t * kPart + off, piece).ok()) ++failures;
+        if (!A().Read(ino, o->fh, t * kPart, 100).ok()) ++failures;
+      }
+      if (!A().Flush(ino, o->fh).ok()) ++failures;
+      A().Release(ino, o->fh);
+    });
+  }
+  for (auto& t : threads) t.join();
+  A().Release(ino, c->fh);
+  EXPECT_EQ(failures.load(), 0);
+  std::string expected;
+  for (int t = 0; t < kThreads; ++t) expected += Random(kPart, 40 + t);
+  EXPECT_TRUE(SameBytes(Cat(B(), "shared"), expected));
+}
+
+}  // namespace
+}  // namespace traincache::node
