@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The embedded default: installs dependencies, builds, starts traincache-server
-# on a local data folder (./demo/server) and proves it answers by writing a
-# file through chunk upload + commit and reading it back.
-# The server keeps running; the script prints how to use and stop it.
+# The embedded default: installs dependencies, builds, then starts on this
+# machine, with all state in ./demo:
+#   - traincache-server on a local data folder (./demo/server),
+#   - traincache-node with its node tier and write staging in ./demo/node,
+#     mounting the demo project at ./demo/mnt/project/demo,
+# writes a file through the mount and reads it back through the server.
+# Both keep running; the script prints how to use and stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/build.sh
 root="$PWD/demo"
-mkdir -p "$root/server"
+mkdir -p "$root/server" "$root/node"
 [ -s "$root/token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$root/token"
 addr="unix:$root/server.sock"
+mnt="$root/mnt/project/demo"
 
-if [ -f "$root/server.pid" ] && kill -0 "$(cat "$root/server.pid")" 2>/dev/null; then
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if running "$root/server.pid"; then
   echo "traincache-server already running (pid $(cat "$root/server.pid"))"
 else
   nohup build/src/cli/traincache-server --data-dir "$root/server" --listen "$addr" \
@@ -23,10 +29,28 @@ cli=(build/src/cli/traincache --server "$addr" --token-file "$root/token")
 for _ in $(seq 100); do "${cli[@]}" ping > /dev/null 2>&1 && break; sleep 0.1; done
 "${cli[@]}" ping
 "${cli[@]}" smoke --scope project:demo
-"${cli[@]}" usage project:demo
+
+if running "$root/node.pid"; then
+  echo "traincache-node already running (pid $(cat "$root/node.pid"))"
+else
+  # A mount left by a daemon that died would block the new one.
+  if grep -q " $mnt " /proc/mounts; then umount -l "$mnt"; fi
+  nohup build/src/cli/traincache-node --server "$addr" --token-file "$root/token" \
+    --mount-root "$root/mnt" --tier-dir "$root/node/tier" --staging-dir "$root/node/staging" \
+    --scope project:demo > "$root/node.log" 2>&1 &
+  echo $! > "$root/node.pid"
+fi
+for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.1; done
+echo "hello from the mount at $(date -u +%FT%TZ)" > "$mnt/hello.txt"
+cat "$mnt/hello.txt"
+ls -l "$mnt"
+df -h "$mnt"
+
 cat <<MSG
 
-traincache-server is running (pid $(cat "$root/server.pid")), data in $root/server, log in $root/server.log.
-Talk to it:  ${cli[*]} stats
-Stop it:     kill $(cat "$root/server.pid")
+The demo project is mounted at $mnt (an ordinary folder: try cp, tar, python).
+  traincache-server  pid $(cat "$root/server.pid"), data in $root/server, log $root/server.log
+  traincache-node    pid $(cat "$root/node.pid"), tier in $root/node, log $root/node.log
+Server counters:  ${cli[*]} stats
+Stop both:        kill $(cat "$root/node.pid") && sleep 1 && kill $(cat "$root/server.pid")
 MSG

@@ -1,0 +1,378 @@
+#define FUSE_USE_VERSION 312
+#include "fuse/fuse_mount.h"
+
+#include <fuse3/fuse_lowlevel.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "traincache/status.h"
+
+namespace traincache::fuse {
+namespace {
+
+using node::Filesystem;
+
+// Reads and writes of up to 1 MiB per request.
+constexpr unsigned kMaxIo = 1u << 20;
+
+Filesystem& Fs(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+double Seconds(std::chrono::milliseconds ms) { return ms.count() / 1000.0; }
+
+struct stat ToStat(const InodeAttr& a) {
+  struct stat st {};
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_rdev = a.rdev;
+  st.st_blksize = 128 << 10;
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_atim = {a.atime.sec, a.atime.nsec};
+  st.st_mtim = {a.mtime.sec, a.mtime.nsec};
+  st.st_ctim = {a.ctime.sec, a.ctime.nsec};
+  return st;
+}
+
+fuse_entry_param ToEntry(Filesystem& fs, const InodeAttr& a) {
+  fuse_entry_param e{};
+  e.ino = a.ino;
+  e.generation = 1;
+  e.attr = ToStat(a);
+  e.attr_timeout = Seconds(fs.options().attr_ttl);
+  e.entry_timeout = Seconds(fs.options().entry_ttl);
+  return e;
+}
+
+void ReplyErr(fuse_req_t req, const absl::Status& status) {
+  int err = ToErrno(status);
+  if (err == EIO) spdlog::warn("fuse: replying EIO: {}", status.ToString());
+  fuse_reply_err(req, err);
+}
+
+void ReplyEntry(fuse_req_t req, const absl::StatusOr<InodeAttr>& attr) {
+  if (!attr.ok()) return ReplyErr(req, attr.status());
+  fuse_entry_param e = ToEntry(Fs(req), *attr);
+  fuse_reply_entry(req, &e);
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid};
+}
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  conn->max_write = kMaxIo;
+  conn->max_read = kMaxIo;
+  conn->max_readahead = kMaxIo;
+  // Page cache kept across opens is decided per open (keep_cache).
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, Fs(req).Lookup(parent, name));
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Fs(req).Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) Fs(req).Forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void OpGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto attr = Fs(req).GetAttr(ino);
+  if (!attr.ok()) return ReplyErr(req, attr.status());
+  struct stat st = ToStat(*attr);
+  fuse_reply_attr(req, &st, Seconds(Fs(req).options().attr_ttl));
+}
+
+void OpSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
+  SetAttrRequest set;
+  if (to_set & FUSE_SET_ATTR_MODE) set.mode = st->st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) set.uid = st->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) set.gid = st->st_gid;
+  if (to_set & FUSE_SET_ATTR_SIZE) set.size = static_cast<uint64_t>(st->st_size);
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+    set.atime = Now();
+  } else if (to_set & FUSE_SET_ATTR_ATIME) {
+    set.atime = Timespec{st->st_atim.tv_sec, static_cast<uint32_t>(st->st_atim.tv_nsec)};
+  }
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+    set.mtime = Now();
+  } else if (to_set & FUSE_SET_ATTR_MTIME) {
+    set.mtime = Timespec{st->st_mtim.tv_sec, static_cast<uint32_t>(st->st_mtim.tv_nsec)};
+  }
+  std::optional<uint64_t> fh;
+  if (fi) fh = fi->fh;
+  auto attr = Fs(req).SetAttr(ino, set, fh);
+  if (!attr.ok()) return ReplyErr(req, attr.status());
+  struct stat out = ToStat(*attr);
+  fuse_reply_attr(req, &out, Seconds(Fs(req).options().attr_ttl));
+}
+
+void OpReadLink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = Fs(req).ReadLink(ino);
+  if (!target.ok()) return ReplyErr(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)));
+}
+
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ToErrno(Fs(req).Unlink(parent, name)));
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ToErrno(Fs(req).Rmdir(parent, name)));
+}
+
+void OpSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, Fs(req).Symlink(parent, name, target, CallerOf(req)));
+}
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+              const char* new_name, unsigned int flags) {
+  fuse_reply_err(req, ToErrno(Fs(req).Rename(parent, name, new_parent, new_name, flags)));
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name));
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto opened = Fs(req).Open(ino, fi->flags);
+  if (!opened.ok()) return ReplyErr(req, opened.status());
+  fi->fh = opened->fh;
+  fi->keep_cache = opened->keep_cache;
+  fuse_reply_open(req, fi);
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  auto created = Fs(req).Create(parent, name, mode, fi->flags, CallerOf(req));
+  if (!created.ok()) return ReplyErr(req, created.status());
+  fi->fh = created->fh;
+  fuse_entry_param e = ToEntry(Fs(req), created->attr);
+  fuse_reply_create(req, &e, fi);
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto data = Fs(req).Read(ino, fi->fh, static_cast<uint64_t>(off), size);
+  if (!data.ok()) return ReplyErr(req, data.status());
+  fuse_reply_buf(req, data->data(), data->size());
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi) {
+  auto n = Fs(req).Write(ino, fi->fh, static_cast<uint64_t>(off), std::string_view(buf, size));
+  if (!n.ok()) return ReplyErr(req, n.status());
+  fuse_reply_write(req, *n);
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(Fs(req).Flush(ino, fi->fh)));
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Fs(req).Release(ino, fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(Fs(req).Fsync(ino, fi->fh, datasync != 0)));
+}
+
+void OpOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto fh = Fs(req).OpenDir(ino);
+  if (!fh.ok()) return ReplyErr(req, fh.status());
+  fi->fh = *fh;
+  fuse_reply_open(req, fi);
+}
+
+void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  Filesystem& fs = Fs(req);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  absl::Status status =
+      fs.ReadDir(fi->fh, static_cast<uint64_t>(off), plus, [&](const node::DirListEntry& e) {
+        std::string name(e.name);
+        size_t need;
+        if (plus) {
+          fuse_entry_param entry{};
+          if (e.attr) {
+            entry = ToEntry(fs, *e.attr);
+          } else {
+            entry.attr.st_ino = e.ino;
+            entry.attr.st_mode = e.type;
+          }
+          need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &entry,
+                                        static_cast<off_t>(e.next_offset));
+        } else {
+          struct stat st {};
+          st.st_ino = e.ino;
+          st.st_mode = e.type;
+          need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                   static_cast<off_t>(e.next_offset));
+        }
+        if (need > size - used) return false;  // Did not fit: not sent, not counted.
+        used += need;
+        return true;
+      });
+  if (!status.ok()) return ReplyErr(req, status);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OpReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, size, off, fi, /*plus=*/false);
+}
+
+void OpReadDirPlus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, size, off, fi, /*plus=*/true);
+}
+
+void OpReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req).ReleaseDir(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+  fuse_reply_err(req, 0);  // Every namespace change is durable when it returns.
+}
+
+void OpStatFs(fuse_req_t req, fuse_ino_t) {
+  auto st = Fs(req).StatFs();
+  if (!st.ok()) return ReplyErr(req, st.status());
+  fuse_reply_statfs(req, &*st);
+}
+
+void OpSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  fuse_reply_err(req, ToErrno(Fs(req).SetXattr(ino, name, std::string_view(value, size),
+                                               static_cast<uint32_t>(flags))));
+}
+
+// getxattr/listxattr protocol: size 0 asks for the length; a buffer too
+// small is ERANGE.
+void ReplySized(fuse_req_t req, const absl::StatusOr<std::string>& value, size_t size) {
+  if (!value.ok()) return ReplyErr(req, value.status());
+  if (size == 0) return static_cast<void>(fuse_reply_xattr(req, value->size()));
+  if (size < value->size()) return static_cast<void>(fuse_reply_err(req, ERANGE));
+  fuse_reply_buf(req, value->data(), value->size());
+}
+
+void OpGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  ReplySized(req, Fs(req).GetXattr(ino, name), size);
+}
+
+void OpListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  ReplySized(req, Fs(req).ListXattr(ino), size);
+}
+
+void OpRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  fuse_reply_err(req, ToErrno(Fs(req).RemoveXattr(ino, name)));
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops{};
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetAttr;
+  ops.setattr = OpSetAttr;
+  ops.readlink = OpReadLink;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.open = OpOpen;
+  ops.create = OpCreate;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.flush = OpFlush;
+  ops.release = OpRelease;
+  ops.fsync = OpFsync;
+  ops.opendir = OpOpenDir;
+  ops.readdir = OpReadDir;
+  ops.readdirplus = OpReadDirPlus;
+  ops.releasedir = OpReleaseDir;
+  ops.fsyncdir = OpFsyncDir;
+  ops.statfs = OpStatFs;
+  ops.setxattr = OpSetXattr;
+  ops.getxattr = OpGetXattr;
+  ops.listxattr = OpListXattr;
+  ops.removexattr = OpRemoveXattr;
+  return ops;
+}();
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs,
+                                                            FuseMountOptions options) {
+  std::unique_ptr<FuseMount> m(new FuseMount());
+  m->fs_ = fs;
+  m->options_ = std::move(options);
+  std::error_code ec;
+  std::filesystem::create_directories(m->options_.mountpoint, ec);
+  if (ec) {
+    return absl::InternalError(
+        fmt::format("cannot create mountpoint {}: {}", m->options_.mountpoint, ec.message()));
+  }
+  std::string opts = fmt::format(
+      "allow_other,default_permissions,fsname=traincache:{},subtype=traincache,max_read={}",
+      fs->scope().ToString(), kMaxIo);
+  std::vector<std::string> argv_storage = {"traincache-node", "-o", opts};
+  std::vector<char*> argv;
+  for (std::string& a : argv_storage) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  m->session_ = fuse_session_new(&args, &kOps, sizeof(kOps), fs);
+  if (!m->session_) return absl::InternalError("fuse_session_new failed (bad mount options?)");
+  if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
+    fuse_session_destroy(m->session_);
+    m->session_ = nullptr;
+    return absl::InternalError(fmt::format("cannot mount {} (is /dev/fuse there, are we root?)",
+                                           m->options_.mountpoint));
+  }
+  m->mounted_ = true;
+  m->loop_ = std::thread([raw = m.get()] {
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, raw->options_.max_threads);
+    int rc = fuse_session_loop_mt(raw->session_, config);
+    fuse_loop_cfg_destroy(config);
+    if (rc != 0) spdlog::warn("fuse: session loop of {} ended with {}", raw->mountpoint(), rc);
+  });
+  spdlog::info("mounted {} at {}", fs->scope().ToString(), m->options_.mountpoint);
+  return m;
+}
+
+FuseMount::~FuseMount() { Unmount(); }
+
+void FuseMount::Unmount() {
+  if (!mounted_) return;
+  mounted_ = false;
+  fuse_session_exit(session_);
+  // Unmounting ends the kernel connection, which wakes the loop's threads.
+  fuse_session_unmount(session_);
+  if (loop_.joinable()) loop_.join();
+  fuse_session_destroy(session_);
+  session_ = nullptr;
+  spdlog::info("unmounted {}", options_.mountpoint);
+}
+
+}  // namespace traincache::fuse

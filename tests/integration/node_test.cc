@@ -1,0 +1,155 @@
+// Two real traincache-node daemons (two tier folders, two mount roots: two
+// "nodes") against one real traincache-server, used through the kernel's FUSE
+// mounts with ordinary system calls.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "testing/node_process.h"
+#include "testing/server_process.h"
+#include "testing/temp_dir.h"
+
+namespace traincache::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string out(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t r = rng();
+    memcpy(&out[i], &r, 8);
+  }
+  return out;
+}
+
+// Writes `data` to `path` with open/write/close, returning close's result.
+int WriteFile(const std::string& path, const std::string& data) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return -errno;
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      return -err;
+    }
+    done += n;
+  }
+  return close(fd) == 0 ? 0 : -errno;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class TwoNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<ServerProcess>(dir_.Sub("server"), dir_.path(),
+                                              FreeLoopbackAddress());
+    ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+    fs::create_directories(dir_.Sub("a"));
+    fs::create_directories(dir_.Sub("b"));
+    a_ = std::make_unique<NodeProcess>(dir_.Sub("a"), server_->address(), server_->token_file());
+    b_ = std::make_unique<NodeProcess>(dir_.Sub("b"), server_->address(), server_->token_file());
+    ASSERT_TRUE(a_->Start({scope_}).ok()) << "see " << a_->log_file();
+    ASSERT_TRUE(b_->Start({scope_}).ok()) << "see " << b_->log_file();
+    mnt_a_ = a_->MountPoint(scope_);
+    mnt_b_ = b_->MountPoint(scope_);
+  }
+
+  void TearDown() override {
+    // Nodes first (their last commits need the server), each by PID.
+    for (auto* node : {a_.get(), b_.get()}) {
+      if (node) {
+        int status = node->Stop();
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            << "node did not stop cleanly: " << status << "; see " << node->log_file();
+      }
+    }
+  }
+
+  TempDir dir_;
+  Scope scope_ = *Scope::Parse("project:p1");
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<NodeProcess> a_, b_;
+  std::string mnt_a_, mnt_b_;
+};
+
+TEST_F(TwoNodeTest, FileClosedOnAIsReadWholeOnBAndOverwritesAreSeenWhole) {
+  const std::string v1 = RandomBytes(9u << 20, 1);  // three chunks, the last short
+  ASSERT_EQ(WriteFile(mnt_a_ + "/model.bin", v1), 0);
+  EXPECT_EQ(ReadFile(mnt_b_ + "/model.bin"), v1);
+
+  const std::string v2 = RandomBytes(5u << 20, 2);
+  ASSERT_EQ(WriteFile(mnt_a_ + "/model.bin", v2), 0);
+  std::string seen = ReadFile(mnt_b_ + "/model.bin");
+  EXPECT_EQ(seen.size(), v2.size());
+  EXPECT_TRUE(seen == v2);
+}
+
+TEST_F(TwoNodeTest, SecondReadOnBIsServedFromBsTier) {
+  const std::string data = RandomBytes(6u << 20, 3);
+  ASSERT_EQ(WriteFile(mnt_a_ + "/data.bin", data), 0);
+  ASSERT_EQ(ReadFile(mnt_b_ + "/data.bin"), data);
+  uint64_t gets = server_->Counter("chunk.get.count");
+  // Drop B's page cache for the file so the read reaches the daemon.
+  {
+    int fd = open((mnt_b_ + "/data.bin").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+  }
+  std::ofstream("/proc/sys/vm/drop_caches") << "1\n";
+  EXPECT_EQ(ReadFile(mnt_b_ + "/data.bin"), data);
+  EXPECT_EQ(server_->Counter("chunk.get.count"), gets);
+}
+
+TEST_F(TwoNodeTest, NamespaceOperationsThroughTheMount) {
+  ASSERT_TRUE(fs::create_directories(mnt_a_ + "/hub/blobs"));
+  ASSERT_EQ(WriteFile(mnt_a_ + "/hub/blobs/etag.incomplete", "weights"), 0);
+  fs::rename(mnt_a_ + "/hub/blobs/etag.incomplete", mnt_a_ + "/hub/blobs/etag");
+  fs::create_directories(mnt_a_ + "/hub/snapshots/rev");
+  fs::create_symlink("../../blobs/etag", mnt_a_ + "/hub/snapshots/rev/model.bin");
+  EXPECT_EQ(ReadFile(mnt_b_ + "/hub/snapshots/rev/model.bin"), "weights");
+  EXPECT_EQ(fs::read_symlink(mnt_b_ + "/hub/snapshots/rev/model.bin"), "../../blobs/etag");
+  EXPECT_FALSE(fs::exists(mnt_b_ + "/hub/blobs/etag.incomplete"));
+
+  fs::create_hard_link(mnt_a_ + "/hub/blobs/etag", mnt_a_ + "/hub/blobs/hard");
+  struct stat st {};
+  ASSERT_EQ(stat((mnt_b_ + "/hub/blobs/hard").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+
+  // O_EXCL on an existing name, rmdir of a non-empty directory: real errnos.
+  EXPECT_EQ(open((mnt_b_ + "/hub/blobs/etag").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EEXIST);
+  EXPECT_EQ(rmdir((mnt_b_ + "/hub").c_str()), -1);
+  EXPECT_EQ(errno, ENOTEMPTY);
+
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator(mnt_b_ + "/hub/blobs")) names.insert(e.path().filename());
+  EXPECT_EQ(names, (std::set<std::string>{"etag", "hard"}));
+
+  struct statvfs vfs {};
+  ASSERT_EQ(statvfs(mnt_b_.c_str(), &vfs), 0);
+  EXPECT_EQ(uint64_t{vfs.f_blocks} * vfs.f_frsize, 1'000'000'000'000ull / 4096 * 4096);
+}
+
+}  // namespace
+}  // namespace traincache::testing

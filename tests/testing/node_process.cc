@@ -1,0 +1,133 @@
+#include "testing/node_process.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace traincache::testing {
+namespace {
+
+int WaitFor(pid_t pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0 || std::chrono::steady_clock::now() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
+std::string NodeBinary() { return TRAINCACHE_NODE_BIN; }
+
+bool IsMounted(const std::string& path) {
+  std::ifstream in("/proc/self/mounts");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string device, mountpoint;
+    fields >> device >> mountpoint;
+    if (mountpoint == path) return true;
+  }
+  return false;
+}
+
+NodeProcess::NodeProcess(std::string dir, std::string server_address, std::string token_file)
+    : dir_(std::move(dir)), server_(std::move(server_address)), token_file_(std::move(token_file)) {
+  log_ = dir_ + "/node.log";
+}
+
+NodeProcess::~NodeProcess() {
+  if (pid_ > 0 && Stop() == -1) Kill();
+  UnmountLeftovers();
+}
+
+std::string NodeProcess::MountPoint(const Scope& scope) const {
+  return fmt::format("{}/mnt/{}/{}", dir_, scope.kind_name(), scope.id());
+}
+
+absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
+                                const std::vector<std::string>& extra_args) {
+  if (pid_ > 0) return absl::FailedPreconditionError("already running");
+  scopes_ = scopes;
+  std::vector<std::string> argv = {NodeBinary(),     "--server",      server_,
+                                   "--token-file",   token_file_,     "--mount-root",
+                                   dir_ + "/mnt",    "--tier-dir",    dir_ + "/tier",
+                                   "--staging-dir",  dir_ + "/staging"};
+  for (const Scope& s : scopes) {
+    argv.push_back("--scope");
+    argv.push_back(s.ToString());
+  }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(
+          fmt::format("traincache-node exited during start ({}); see {}", status, log_));
+    }
+    bool all = true;
+    for (const Scope& s : scopes) all = all && IsMounted(MountPoint(s));
+    if (all) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Kill();
+  return absl::DeadlineExceededError("traincache-node did not mount within 30 s; see " + log_);
+}
+
+int NodeProcess::Stop() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = WaitFor(pid_, std::chrono::seconds(30));
+  if (status == -1) {
+    Kill();
+    return -1;
+  }
+  pid_ = -1;
+  UnmountLeftovers();
+  return status;
+}
+
+void NodeProcess::Kill() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    WaitFor(pid_, std::chrono::seconds(15));
+    pid_ = -1;
+  }
+  UnmountLeftovers();
+}
+
+void NodeProcess::UnmountLeftovers() {
+  for (const Scope& s : scopes_) {
+    std::string mp = MountPoint(s);
+    // A dead daemon leaves its mount behind ("Transport endpoint is not
+    // connected"): detach it so nothing outlives the test.
+    if (IsMounted(mp)) umount2(mp.c_str(), MNT_DETACH);
+  }
+}
+
+}  // namespace traincache::testing
