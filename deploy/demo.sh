@@ -37,7 +37,7 @@ else
   if grep -q " $mnt " /proc/mounts; then umount -l "$mnt"; fi
   nohup build/src/cli/traincache-node --server "$addr" --token-file "$root/token" \
     --mount-root "$root/mnt" --tier-dir "$root/node/tier" --staging-dir "$root/node/staging" \
-    --scope project:demo > "$root/node.log" 2>&1 &
+    --admin-socket "$root/node.sock" --scope project:demo > "$root/node.log" 2>&1 &
   echo $! > "$root/node.pid"
 fi
 for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.1; done
@@ -51,6 +51,8 @@ cat <<MSG
 The demo project is mounted at $mnt (an ordinary folder: try cp, tar, python).
   traincache-server  pid $(cat "$root/server.pid"), data in $root/server, log $root/server.log
   traincache-node    pid $(cat "$root/node.pid"), tier in $root/node, log $root/node.log
-Server counters:  ${cli[*]} stats
+Node counters:    ${cli[*]} --node-socket $root/node.sock stats
+Mount a team:     ${cli[*]} --node-socket $root/node.sock mount-scope team:demo
+Server counters:  ${cli[*]} server-stats
 Stop both:        kill $(cat "$root/node.pid") && sleep 1 && kill $(cat "$root/server.pid")
 MSG

@@ -5,6 +5,7 @@
 //   traincache-node --server ADDR --token-file F --mount-root DIR
 //                   --tier-dir DIR --staging-dir DIR [--tier-capacity-bytes N]
 //                   [--scope project:ID ...] [--outage-timeout-seconds S]
+//                   [--admin-socket /run/traincache/node.sock]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first).
@@ -17,22 +18,9 @@
 #include <map>
 
 #include "common/malloc_tuning.h"
-#include "fuse/fuse_mount.h"
-#include "node/chunk_fetcher.h"
-#include "node/filesystem.h"
-#include "rpc/grpc_cluster_client.h"
-#include "traincache/node_tier.h"
+#include "cli/node_daemon.h"
 
 using namespace traincache;
-
-namespace {
-
-struct MountedScope {
-  std::unique_ptr<node::Filesystem> fs;
-  std::unique_ptr<fuse::FuseMount> mount;
-};
-
-}  // namespace
 
 int main(int argc, char** argv) {
   TuneMallocForChunkBuffers();
@@ -51,6 +39,10 @@ int main(int argc, char** argv) {
   app.add_option("--outage-timeout-seconds", outage_timeout_seconds,
                  "how long a server outage is waited out before calls fail with EIO");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  std::string admin_socket = "/run/traincache/node.sock";
+  app.add_option("--admin-socket", admin_socket,
+                 "Unix socket of the admin endpoint (mount-scope, unmount-scope, stats); "
+                 "empty: none");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -77,52 +69,36 @@ int main(int argc, char** argv) {
     parsed.push_back(*scope);
   }
 
-  rpc::GrpcClusterClient client(rpc::GrpcClusterClientOptions{
-      .target = server,
-      .token = token,
-      .outage_timeout = std::chrono::seconds(outage_timeout_seconds)});
-  auto tier = OpenDiskTier(DiskTierOptions{.dir = tier_dir, .capacity_bytes = tier_capacity});
-  if (!tier.ok()) {
-    std::cerr << "traincache-node: " << tier.status().message() << "\n";
+  auto daemon = cli::NodeDaemon::Start(cli::NodeDaemonOptions{
+      .client = {.target = server,
+                 .token = token,
+                 .outage_timeout = std::chrono::seconds(outage_timeout_seconds)},
+      .mount_root = mount_root,
+      .staging_dir = staging_dir,
+      .tier = {.dir = tier_dir, .capacity_bytes = tier_capacity},
+      .admin_socket = admin_socket});
+  if (!daemon.ok()) {
+    std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;
   }
-  node::ChunkFetcher fetcher(&client, tier->get(), node::ChunkFetcher::Options{});
-
-  std::map<std::string, MountedScope> mounts;
   int exit_code = 0;
   for (const Scope& scope : parsed) {
-    MountedScope m;
-    m.fs = std::make_unique<node::Filesystem>(
-        scope, &client, &fetcher, tier->get(),
-        node::FilesystemOptions{.staging_dir = staging_dir});
-    if (auto root = m.fs->Init(); !root.ok()) {
-      std::cerr << "traincache-node: " << scope.ToString() << ": " << root.status().message()
+    auto mounted = (*daemon)->Mount(scope, /*create=*/true);
+    if (!mounted.ok()) {
+      std::cerr << "traincache-node: " << scope.ToString() << ": " << mounted.status().message()
                 << "\n";
       exit_code = 1;
       break;
     }
-    std::string mountpoint =
-        fmt::format("{}/{}/{}", mount_root, scope.kind_name(), scope.id());
-    auto mount = fuse::FuseMount::Mount(m.fs.get(), fuse::FuseMountOptions{.mountpoint = mountpoint});
-    if (!mount.ok()) {
-      std::cerr << "traincache-node: " << mount.status().message() << "\n";
-      exit_code = 1;
-      break;
-    }
-    m.mount = *std::move(mount);
-    mounts.emplace(scope.ToString(), std::move(m));
   }
   if (exit_code == 0) {
-    spdlog::info("traincache-node serving {} scope(s) under {}", mounts.size(), mount_root);
+    spdlog::info("traincache-node serving {} scope(s) under {}{}", parsed.size(), mount_root,
+                 admin_socket.empty() ? "" : ", admin socket " + admin_socket);
     int sig = 0;
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   }
-  // Unmount first (the kernel sends the last releases, which commit), then
-  // the filesystems go.
-  for (auto& [name, m] : mounts) {
-    if (m.mount) m.mount->Unmount();
-  }
-  mounts.clear();
+  // Unmount (the kernel's last releases commit what is staged), then go.
+  (*daemon)->Shutdown();
   return exit_code;
 }

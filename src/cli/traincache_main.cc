@@ -6,8 +6,14 @@
 //   traincache ... usage <scope>
 //   traincache ... quota get <scope> | quota set <scope> <bytes>
 //   traincache ... delete-scope <scope> --yes
-//   traincache ... stats
-// ADDR and F default to $TRAINCACHE_SERVER and $TRAINCACHE_TOKEN_FILE.
+//   traincache ... server-stats
+// Node commands (talk to the local traincache-node's admin socket):
+//   traincache [--node-socket S] mount-scope <scope> [--no-create]
+//   traincache ... unmount-scope <scope>
+//   traincache ... mounts
+//   traincache ... stats                             node tier, fetch, scope counters
+// ADDR, F and S default to $TRAINCACHE_SERVER, $TRAINCACHE_TOKEN_FILE and
+// $TRAINCACHE_NODE_SOCKET (else /run/traincache/node.sock).
 // Exit codes: 0 success, 1 the operation failed (message on stderr), 2 usage.
 #include <CLI/CLI.hpp>
 
@@ -18,6 +24,7 @@
 #include <random>
 
 #include "rpc/client.h"
+#include "traincache/v1/node_admin.grpc.pb.h"
 #include "traincache/status.h"
 
 namespace traincache::cli {
@@ -89,6 +96,39 @@ absl::Status Usage(rpc::ServerClient& client, const std::string& scope) {
   return absl::OkStatus();
 }
 
+absl::Status NodeCommand(const std::string& socket, const std::string& command,
+                         const std::string& scope_text, bool create) {
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  auto stub = v1::NodeAdmin::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  if (command == "mount-scope") {
+    v1::MountScopeRequest req;
+    req.set_scope(scope_text);
+    req.set_create(create);
+    v1::MountScopeResponse resp;
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->MountScope(&ctx, req, &resp)));
+    std::cout << scope_text << " " << (resp.already_mounted() ? "already mounted" : "mounted")
+              << " at " << resp.mountpoint() << "\n";
+  } else if (command == "unmount-scope") {
+    v1::UnmountScopeRequest req;
+    req.set_scope(scope_text);
+    v1::UnmountScopeResponse resp;
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->UnmountScope(&ctx, req, &resp)));
+    std::cout << scope_text << " unmounted\n";
+  } else if (command == "mounts") {
+    v1::ListMountsResponse resp;
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->ListMounts(&ctx, {}, &resp)));
+    for (const auto& m : resp.mounts()) std::cout << m.scope() << " " << m.mountpoint() << "\n";
+  } else {
+    v1::GetNodeStatsResponse resp;
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->GetNodeStats(&ctx, {}, &resp)));
+    std::map<std::string, uint64_t> sorted(resp.counters().begin(), resp.counters().end());
+    for (const auto& [name, value] : sorted) std::cout << name << " " << value << "\n";
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Stats(rpc::ServerClient& client) {
   v1::GetStatsResponse resp;
   RETURN_IF_ERROR(client.Call(&v1::Admin::Stub::GetStats, client.admin(), {}, &resp));
@@ -129,8 +169,30 @@ int main(int argc, char** argv) {
   bool yes = false;
   del->add_option("scope", scope)->required();
   del->add_flag("--yes", yes, "confirm");
-  auto* stats = app.add_subcommand("stats", "server counters");
+  auto* server_stats = app.add_subcommand("server-stats", "server counters");
+
+  std::string node_socket = cli::EnvOr("TRAINCACHE_NODE_SOCKET", "/run/traincache/node.sock");
+  app.add_option("--node-socket", node_socket, "the local traincache-node's admin socket");
+  bool no_create = false;
+  auto* mount_scope = app.add_subcommand("mount-scope", "mount a scope on this node");
+  mount_scope->add_option("scope", scope)->required();
+  mount_scope->add_flag("--no-create", no_create, "fail if the scope does not exist yet");
+  auto* unmount_scope = app.add_subcommand("unmount-scope", "unmount a scope on this node");
+  unmount_scope->add_option("scope", scope)->required();
+  auto* mounts = app.add_subcommand("mounts", "scopes mounted on this node");
+  auto* stats = app.add_subcommand("stats", "this node's counters: tier, fetches, commits");
   CLI11_PARSE(app, argc, argv);
+
+  for (CLI::App* node_cmd : {mount_scope, unmount_scope, mounts, stats}) {
+    if (!*node_cmd) continue;
+    absl::Status status = cli::NodeCommand(node_socket, node_cmd->get_name(), scope, !no_create);
+    if (!status.ok()) {
+      std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "
+                << status.message() << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   auto options = cli::ClientOptionsFrom(server, token_file);
   if (!options.ok()) {
@@ -169,7 +231,7 @@ int main(int argc, char** argv) {
     v1::DeleteScopeResponse resp;
     status = client.Call(&v1::Admin::Stub::DeleteScope, client.admin(), ref, &resp);
     if (status.ok()) std::cout << "deleted " << scope << " (" << resp.chunks_deleted() << " chunks)\n";
-  } else if (*stats) {
+  } else if (*server_stats) {
     status = cli::Stats(client);
   }
   if (!status.ok()) {

@@ -117,8 +117,40 @@ TEST_F(TwoNodeTest, SecondReadOnBIsServedFromBsTier) {
     close(fd);
   }
   std::ofstream("/proc/sys/vm/drop_caches") << "1\n";
+  uint64_t hits = b_->Counters()["tier.hits"];
   EXPECT_EQ(ReadFile(mnt_b_ + "/data.bin"), data);
   EXPECT_EQ(server_->Counter("chunk.get.count"), gets);
+  EXPECT_GT(b_->Counters()["tier.hits"], hits);
+}
+
+std::string ReadAll(const std::string& path) { return ReadFile(path); }
+
+TEST_F(TwoNodeTest, AdminSocketMountsUnmountsAndCounts) {
+  const std::string log = dir_.Sub("cli.log");
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {CliBinary(), "--node-socket", b_->AdminSocket()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProgram(argv, log);
+  };
+  Scope team = *Scope::Parse("team:t1");
+  std::string mp = b_->MountPoint(team);
+  ASSERT_EQ(cli({"mount-scope", "team:t1"}), 0) << ReadAll(log);
+  EXPECT_TRUE(IsMounted(mp));
+  EXPECT_EQ(cli({"mount-scope", "team:t1"}), 0);  // Mounted already: same mountpoint.
+  EXPECT_NE(ReadAll(log).find("already mounted at " + mp), std::string::npos) << ReadAll(log);
+  ASSERT_EQ(WriteFile(mp + "/shared.txt", "team data"), 0);
+  ASSERT_EQ(cli({"mounts"}), 0);
+  EXPECT_NE(ReadAll(log).find("team:t1 " + mp), std::string::npos);
+  ASSERT_EQ(cli({"stats"}), 0);
+  EXPECT_NE(ReadAll(log).find("scope.team:t1.commits 1"), std::string::npos) << ReadAll(log);
+  ASSERT_EQ(cli({"unmount-scope", "team:t1"}), 0);
+  EXPECT_FALSE(IsMounted(mp));
+  EXPECT_EQ(cli({"unmount-scope", "team:t1"}), 1);  // Not mounted any more.
+  EXPECT_EQ(cli({"mount-scope", "team:bad/id"}), 1);
+  // The data stayed on the server: mount it again and read it.
+  ASSERT_EQ(cli({"mount-scope", "team:t1", "--no-create"}), 0);
+  EXPECT_EQ(ReadFile(mp + "/shared.txt"), "team data");
+  ASSERT_EQ(cli({"unmount-scope", "team:t1"}), 0);
 }
 
 TEST_F(TwoNodeTest, NamespaceOperationsThroughTheMount) {

@@ -1,5 +1,7 @@
 #include "testing/node_process.h"
 
+#include "traincache/v1/node_admin.grpc.pb.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
@@ -7,10 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 namespace traincache::testing {
 namespace {
@@ -52,6 +57,19 @@ NodeProcess::~NodeProcess() {
   UnmountLeftovers();
 }
 
+std::string NodeProcess::AdminSocket() const { return dir_ + "/admin.sock"; }
+
+std::map<std::string, uint64_t> NodeProcess::Counters() const {
+  auto channel = grpc::CreateChannel("unix:" + AdminSocket(), grpc::InsecureChannelCredentials());
+  auto stub = v1::NodeAdmin::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::GetNodeStatsResponse resp;
+  std::map<std::string, uint64_t> out;
+  if (stub->GetNodeStats(&ctx, {}, &resp).ok()) out.insert(resp.counters().begin(), resp.counters().end());
+  return out;
+}
+
 std::string NodeProcess::MountPoint(const Scope& scope) const {
   return fmt::format("{}/mnt/{}/{}", dir_, scope.kind_name(), scope.id());
 }
@@ -63,7 +81,8 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
   std::vector<std::string> argv = {NodeBinary(),     "--server",      server_,
                                    "--token-file",   token_file_,     "--mount-root",
                                    dir_ + "/mnt",    "--tier-dir",    dir_ + "/tier",
-                                   "--staging-dir",  dir_ + "/staging"};
+                                   "--staging-dir",  dir_ + "/staging",
+                                   "--admin-socket", AdminSocket()};
   for (const Scope& s : scopes) {
     argv.push_back("--scope");
     argv.push_back(s.ToString());
@@ -122,12 +141,20 @@ void NodeProcess::Kill() {
 }
 
 void NodeProcess::UnmountLeftovers() {
-  for (const Scope& s : scopes_) {
-    std::string mp = MountPoint(s);
-    // A dead daemon leaves its mount behind ("Transport endpoint is not
-    // connected"): detach it so nothing outlives the test.
-    if (IsMounted(mp)) umount2(mp.c_str(), MNT_DETACH);
+  // A dead daemon leaves its mounts behind ("Transport endpoint is not
+  // connected"): detach every mount under this node's mount root, including
+  // scopes mounted later through the admin socket.
+  const std::string root = dir_ + "/mnt/";
+  std::ifstream in("/proc/self/mounts");
+  std::vector<std::string> leftovers;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string device, mountpoint;
+    fields >> device >> mountpoint;
+    if (mountpoint.rfind(root, 0) == 0) leftovers.push_back(mountpoint);
   }
+  for (const std::string& mp : leftovers) umount2(mp.c_str(), MNT_DETACH);
 }
 
 }  // namespace traincache::testing

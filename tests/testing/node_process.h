@@ -8,6 +8,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,10 @@ class NodeProcess {
   // Where `scope` is mounted on this node.
   std::string MountPoint(const Scope& scope) const;
   const std::string& log_file() const { return log_; }
+  // The daemon's admin endpoint, and its counters through it (empty if it
+  // does not answer): tier.*, fetch.*, scope.<scope>.*.
+  std::string AdminSocket() const;
+  std::map<std::string, uint64_t> Counters() const;
   pid_t pid() const { return pid_; }
 
  private:

@@ -49,6 +49,7 @@ int WaitFor(pid_t pid, std::chrono::milliseconds timeout) {
 }  // namespace
 
 std::string ServerBinary() { return TRAINCACHE_SERVER_BIN; }
+std::string CliBinary() { return TRAINCACHE_CLI_BIN; }
 
 ServerProcess::ServerProcess(std::string data_dir, std::string work_dir, std::string listen)
     : data_dir_(std::move(data_dir)), work_dir_(std::move(work_dir)) {

@@ -18,8 +18,9 @@
 
 namespace traincache::testing {
 
-// Path of the built traincache-server (set by CMake).
+// Paths of the built traincache-server and traincache CLI (set by CMake).
 std::string ServerBinary();
+std::string CliBinary();
 
 class ServerProcess {
  public:
