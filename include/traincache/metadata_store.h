@@ -89,9 +89,11 @@ class MetadataStore {
   virtual ~MetadataStore() = default;
 
   // --- scopes ---
-  // Returns the scope, creating it (root directory 0755 root:root, default
-  // quota) if `create` and it does not exist. NOT_FOUND if absent and !create.
-  virtual absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create) = 0;
+  // Returns the scope, creating it (root directory 0755 root:root, quota
+  // `quota_if_created`, in the same batch) if `create` and it does not exist.
+  // NOT_FOUND if absent and !create.
+  virtual absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create,
+                                              uint64_t quota_if_created = kDefaultQuotaBytes) = 0;
   // Removes every key of the scope: inodes, entries, maps, refcounts, quota.
   // NOT_FOUND if it does not exist.
   virtual absl::Status DeleteScope(const Scope& scope) = 0;

@@ -194,7 +194,8 @@ absl::StatusOr<InodeRecord> KvMetadataStore::ReadExisting(KvView& view, const Sc
 
 // --- scopes ---
 
-absl::StatusOr<ScopeInfo> KvMetadataStore::OpenScope(const Scope& scope, bool create) {
+absl::StatusOr<ScopeInfo> KvMetadataStore::OpenScope(const Scope& scope, bool create,
+                                                     uint64_t quota_if_created) {
   std::shared_ptr<ScopeState> st = State(scope);
   ScopeInfo info{scope, 0, ScopeUsage{}};
   uint64_t token = 0;
@@ -209,6 +210,7 @@ absl::StatusOr<ScopeInfo> KvMetadataStore::OpenScope(const Scope& scope, bool cr
       meta.generation = RandomGeneration();
       meta.next_ino = kRootInode + 1;
       meta.used_inodes = 1;
+      meta.quota_bytes = quota_if_created;
       InodeRecord root;
       root.attr.ino = kRootInode;
       root.attr.mode = S_IFDIR | 0755;

@@ -35,7 +35,8 @@ class KvMetadataStore : public MetadataStore {
  public:
   explicit KvMetadataStore(std::unique_ptr<KvBackend> backend);
 
-  absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create) override;
+  absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create,
+                                      uint64_t quota_if_created = kDefaultQuotaBytes) override;
   absl::Status DeleteScope(const Scope& scope) override;
   absl::StatusOr<std::vector<Scope>> ListScopes() override;
   absl::StatusOr<ScopeUsage> GetUsage(const Scope& scope) override;

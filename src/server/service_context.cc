@@ -39,11 +39,10 @@ absl::StatusOr<ScopeInfo> ServiceContext::OpenScope(const Scope& scope, bool cre
   if (existing.ok() || !create || existing.status().code() != absl::StatusCode::kNotFound) {
     return existing;
   }
-  ASSIGN_OR_RETURN(ScopeInfo info, meta_->OpenScope(scope, /*create=*/true));
-  if (info.usage.quota_bytes != options_.default_quota_bytes) {
-    RETURN_IF_ERROR(meta_->SetQuota(scope, options_.default_quota_bytes));
-    info.usage.quota_bytes = options_.default_quota_bytes;
-  }
+  // The quota is part of the creating batch: no window in which the scope
+  // exists with another quota, and a concurrent SetQuota is never undone.
+  ASSIGN_OR_RETURN(ScopeInfo info,
+                   meta_->OpenScope(scope, /*create=*/true, options_.default_quota_bytes));
   spdlog::info("scope {}: created (quota {} bytes)", scope.ToString(), options_.default_quota_bytes);
   return info;
 }

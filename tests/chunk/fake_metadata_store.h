@@ -77,7 +77,9 @@ class FakeMetadataStore : public MetadataStore {
   }
 
   // --- not needed by the collector ---
-  absl::StatusOr<ScopeInfo> OpenScope(const Scope&, bool) override { return Unimplemented(); }
+  absl::StatusOr<ScopeInfo> OpenScope(const Scope&, bool, uint64_t) override {
+    return Unimplemented();
+  }
   absl::Status DeleteScope(const Scope&) override { return Unimplemented(); }
   absl::StatusOr<std::vector<Scope>> ListScopes() override { return Unimplemented(); }
   absl::StatusOr<ScopeUsage> GetUsage(const Scope&) override { return Unimplemented(); }

@@ -217,6 +217,15 @@ TEST_P(MetadataStoreTest, SetQuota) {
   EXPECT_EQ(info.usage.quota_bytes, 42u);
 }
 
+TEST_P(MetadataStoreTest, QuotaGivenAtCreationAppliesOnlyToANewScope) {
+  Scope fresh = *Scope::Parse("team:fresh");
+  ASSERT_OK_AND_ASSIGN(ScopeInfo made, store_->OpenScope(fresh, true, 5'000'000));
+  EXPECT_EQ(made.usage.quota_bytes, 5'000'000u);
+  // Opening an existing scope never changes its quota.
+  ASSERT_OK_AND_ASSIGN(ScopeInfo again, store_->OpenScope(fresh, true, 7));
+  EXPECT_EQ(again.usage.quota_bytes, 5'000'000u);
+}
+
 // --- create, lookup, mkdir ---
 
 TEST_P(MetadataStoreTest, CreateFile) {

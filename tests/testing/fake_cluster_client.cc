@@ -67,10 +67,7 @@ absl::StatusOr<OpenScopeResult> FakeClusterClient::OpenScope(const Scope& scope,
   // As the server: a scope it creates gets the configured default quota.
   absl::StatusOr<ScopeInfo> info = meta_->OpenScope(scope, /*create=*/false);
   if (!info.ok() && create && info.status().code() == absl::StatusCode::kNotFound) {
-    info = meta_->OpenScope(scope, /*create=*/true);
-    if (info.ok() && info->usage.quota_bytes != options_.default_quota_bytes) {
-      RETURN_IF_ERROR(meta_->SetQuota(scope, options_.default_quota_bytes));
-    }
+    info = meta_->OpenScope(scope, /*create=*/true, options_.default_quota_bytes);
   }
   RETURN_IF_ERROR(info.status());
   ASSIGN_OR_RETURN(InodeAttr root, meta_->GetAttr(scope, kRootInode));
