@@ -37,6 +37,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "traincache/chunk_store.h"
 #include "traincache/status.h"
 
@@ -349,7 +351,10 @@ class DiskChunkStore final : public ChunkStore {
       // file may have been renamed in by a concurrent Put that has not synced
       // it yet, and our caller may commit as soon as we return.
       absl::Status touched = Touch(path);
-      if (touched.ok()) return SyncDir(dir);
+      if (touched.ok()) {
+        RETURN_IF_ERROR(SyncDir(dir));
+        return EnsureDirChainDurable(dir);
+      }
       if (!absl::IsNotFound(touched)) return touched;
       // Deleted meanwhile: store it again below.
     } else if (existing.ok()) {
@@ -383,7 +388,8 @@ class DiskChunkStore final : public ChunkStore {
     }
     RETURN_IF_ERROR(renamed);
     remover.Release();
-    return SyncDir(dir);
+    RETURN_IF_ERROR(SyncDir(dir));
+    return EnsureDirChainDurable(dir);
   }
 
   absl::StatusOr<std::string> Get(const Scope& scope, const ChunkId& id, uint64_t offset,
@@ -453,6 +459,14 @@ class DiskChunkStore final : public ChunkStore {
     // a fresh empty directory makes the name unique.
     const std::string kind_dir = fmt::format("{}/{}", root_, scope.kind_name());
     const std::string scope_dir = fmt::format("{}/{}", kind_dir, scope.id());
+    {
+      // Its shard directories go away: a Put that makes them again must sync
+      // their chain again.
+      absl::MutexLock lock(&durable_mu_);
+      absl::erase_if(durable_dirs_, [&](const std::string& d) {
+        return d.rfind(scope_dir + "/", 0) == 0;
+      });
+    }
     ASSIGN_OR_RETURN(
         std::string grave,
         CreateTempDir(tmp_dir_, fmt::format("deleted-{}-{}", scope.kind_name(), scope.id())));
@@ -582,9 +596,30 @@ class DiskChunkStore final : public ChunkStore {
     return absl::DataLossError(message);
   }
 
+  // A chunk is durable only if every directory on its path is. The Put that
+  // created a shard directory syncs its parents, but a concurrent Put may
+  // rename into the new directory and return before that: so the first Put
+  // into each shard directory (per process) syncs the whole chain up to the
+  // root itself. Afterwards the directory is known durable.
+  absl::Status EnsureDirChainDurable(const std::string& dir) {
+    {
+      absl::MutexLock lock(&durable_mu_);
+      if (durable_dirs_.contains(dir)) return absl::OkStatus();
+    }
+    for (std::string p = dir; p.size() > root_.size();) {
+      p = p.substr(0, p.rfind('/'));
+      RETURN_IF_ERROR(SyncDir(p));
+    }
+    absl::MutexLock lock(&durable_mu_);
+    durable_dirs_.insert(dir);
+    return absl::OkStatus();
+  }
+
   const std::string root_;
   const std::string tmp_dir_;
   UniqueFd lock_;  // Held for the store's lifetime; see LockFile.
+  absl::Mutex durable_mu_;
+  absl::flat_hash_set<std::string> durable_dirs_ ABSL_GUARDED_BY(durable_mu_);
 };
 
 }  // namespace
