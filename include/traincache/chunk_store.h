@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 
@@ -74,11 +75,15 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> OpenDiskChunkStore(const std::string
 // Deletes chunks of `scope` that nothing references: those on the metadata
 // store's garbage list whose count is still 0, and (sweep) any stored chunk
 // with no references that is older than `grace` seconds (an upload whose
-// commit never came). The caller must keep commits of this scope from running
-// concurrently (the server holds its scope lock). Returns chunks deleted.
+// commit never came). A commit that references a chunk must not slip between
+// the count check and the delete: `commit_lock` (the server's scope lock,
+// held shared by commits) is taken exclusively around each check-and-delete
+// only, so listing a large scope never holds commits up. nullptr: the caller
+// keeps commits out itself. Returns chunks deleted.
 class MetadataStore;
 absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
-                                        ChunkStore& chunks, int64_t grace_seconds);
+                                        ChunkStore& chunks, int64_t grace_seconds,
+                                        std::shared_mutex* commit_lock = nullptr);
 
 }  // namespace traincache
 

@@ -8,13 +8,15 @@
 // never came) and deletions a crash undid; the grace period spares uploads
 // whose commit may still be on its way.
 //
-// The caller keeps commits of the scope out while this runs, so a count read
-// here stays true until the delete.
+// Each count check and its delete run under the commit lock (exclusive), so a
+// count read here stays true until the delete; listing runs without it.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
+#include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <vector>
 
@@ -30,7 +32,10 @@ constexpr uint32_t kGarbagePage = 1024;
 // Deletes `id` if its reference count is 0. Returns whether a stored chunk was
 // deleted (false if it was referenced or not stored).
 absl::StatusOr<bool> DeleteIfUnreferenced(const Scope& scope, const ChunkId& id,
-                                          MetadataStore& meta, ChunkStore& chunks) {
+                                          MetadataStore& meta, ChunkStore& chunks,
+                                          std::shared_mutex* commit_lock) {
+  std::unique_lock<std::shared_mutex> lock;
+  if (commit_lock) lock = std::unique_lock(*commit_lock);
   ASSIGN_OR_RETURN(uint64_t refs, meta.ChunkRefCount(scope, id));
   if (refs != 0) return false;
   absl::StatusOr<uint64_t> size = chunks.Stat(scope, id);
@@ -43,7 +48,7 @@ absl::StatusOr<bool> DeleteIfUnreferenced(const Scope& scope, const ChunkId& id,
 }  // namespace
 
 absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta, ChunkStore& chunks,
-                                        int64_t grace_seconds) {
+                                        int64_t grace_seconds, std::shared_mutex* commit_lock) {
   if (grace_seconds < 0) {
     return absl::InvalidArgumentError(
         fmt::format("grace period must not be negative, got {}", grace_seconds));
@@ -64,7 +69,7 @@ absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
       break;
     }
     for (const ChunkId& id : page) {
-      ASSIGN_OR_RETURN(bool gone, DeleteIfUnreferenced(scope, id, meta, chunks));
+      ASSIGN_OR_RETURN(bool gone, DeleteIfUnreferenced(scope, id, meta, chunks, commit_lock));
       if (gone) ++deleted;
     }
     RETURN_IF_ERROR(meta.ForgetGarbage(scope, page));
@@ -82,7 +87,7 @@ absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
     return absl::OkStatus();
   }));
   for (const ChunkId& id : old_chunks) {
-    ASSIGN_OR_RETURN(bool gone, DeleteIfUnreferenced(scope, id, meta, chunks));
+    ASSIGN_OR_RETURN(bool gone, DeleteIfUnreferenced(scope, id, meta, chunks, commit_lock));
     if (gone) ++deleted;
   }
 

@@ -55,12 +55,12 @@ std::shared_mutex& ServiceContext::ScopeLock(const Scope& scope) {
 }
 
 absl::StatusOr<uint64_t> ServiceContext::CollectGarbage(const Scope& scope) {
-  std::unique_lock lock(ScopeLock(scope));
   Timespec orphan_cutoff = Now();
   orphan_cutoff.sec -= options_.orphan_grace_seconds;
   ASSIGN_OR_RETURN(uint64_t orphans, meta_->PurgeOrphans(scope, orphan_cutoff));
   ASSIGN_OR_RETURN(uint64_t chunks,
-                   traincache::CollectGarbage(scope, *meta_, *chunks_, options_.gc_grace_seconds));
+                   traincache::CollectGarbage(scope, *meta_, *chunks_, options_.gc_grace_seconds,
+                                              &ScopeLock(scope)));
   if (orphans > 0 || chunks > 0) {
     spdlog::info("scope {}: collected {} orphan inodes and {} chunks", scope.ToString(), orphans,
                  chunks);

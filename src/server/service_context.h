@@ -56,7 +56,8 @@ class ServiceContext {
   std::shared_mutex& ScopeLock(const Scope& scope);
 
   // Frees orphans past their grace and deletes unreferenced chunks of one
-  // scope, holding its lock exclusively. Returns chunks deleted.
+  // scope, taking its lock exclusively around each check-and-delete only.
+  // Returns chunks deleted.
   absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope);
 
   // Records the outcome of `method` ("rpc.Lookup": also its counter's name)

@@ -341,6 +341,29 @@ TEST_F(ServerTest, AcknowledgedCommitSurvivesKillMinus9) {
   EXPECT_TRUE(fs.Lookup(kRootInode, "after-commit").ok());
 }
 
+TEST_F(ServerTest, GarbageCollectionDeletesReplacedChunksAndKeepsFreshUploads) {
+  auto f = fs_->Create(kRootInode, "f");
+  const std::string old_data = RandomBytes(3 * kMinChunkSize, 7);
+  ASSERT_TRUE(fs_->Write(f->ino, old_data, kMinChunkSize).ok());
+  ASSERT_TRUE(fs_->Write(f->ino, RandomBytes(kMinChunkSize, 8), kMinChunkSize).ok());
+  // Uploaded, never committed: within the grace period it must survive.
+  const std::string pending = RandomBytes(1000, 9);
+  ASSERT_TRUE(client_->PutChunks(fs_->scope(), {pending}).ok());
+
+  v1::ScopeRef ref;
+  ref.set_scope("project:p1");
+  v1::CollectGarbageResponse resp;
+  ASSERT_TRUE(client_->Call(&v1::Admin::Stub::CollectGarbage, client_->admin(), ref, &resp).ok());
+  EXPECT_EQ(resp.chunks_deleted(), 3u);  // the three chunks of the first version
+  for (size_t i = 0; i < 3; ++i) {
+    std::string piece = old_data.substr(i * kMinChunkSize, kMinChunkSize);
+    EXPECT_EQ(client_->GetChunk(fs_->scope(), ChunkId::Of(piece)).status().code(),
+              absl::StatusCode::kNotFound);
+  }
+  EXPECT_TRUE(client_->GetChunk(fs_->scope(), ChunkId::Of(pending)).ok());
+  EXPECT_EQ(fs_->Read(f->ino)->size(), kMinChunkSize);
+}
+
 TEST_F(ServerTest, QuotaIsEnforcedAtCommit) {
   v1::SetQuotaRequest set;
   set.set_scope("project:p1");
