@@ -3,7 +3,11 @@
 # Usage: deploy/build.sh [extra ninja targets]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
+# ccache keeps its default cache (~/.cache/ccache), shared by every clone on
+# this machine; with paths made relative to the clone, a fresh CI clone
+# rebuilds from that cache.
+export CCACHE_BASEDIR="$PWD"
+export CCACHE_NOHASHDIR=1
 if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
