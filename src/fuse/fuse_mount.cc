@@ -20,7 +20,9 @@ using node::Filesystem;
 // Reads and writes of up to 1 MiB per request.
 constexpr unsigned kMaxIo = 1u << 20;
 
-Filesystem& Fs(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+// The session's userdata is its FuseMount.
+FuseMount& MountOf(fuse_req_t req) { return *static_cast<FuseMount*>(fuse_req_userdata(req)); }
+Filesystem& Fs(fuse_req_t req) { return MountOf(req).fs(); }
 
 double Seconds(std::chrono::milliseconds ms) { return ms.count() / 1000.0; }
 
@@ -158,6 +160,16 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!opened.ok()) return ReplyErr(req, opened.status());
   fi->fh = opened->fh;
   fi->keep_cache = opened->keep_cache;
+  if (opened->attr_stale) {
+    // Attributes only (offset < 0): the kernel bumps the inode's attribute
+    // version and marks them invalid, taking no lock this open holds, so
+    // notifying from inside the open is safe. -ENOENT: the kernel no longer
+    // knows the inode, nothing to drop.
+    int rc = fuse_lowlevel_notify_inval_inode(MountOf(req).session(), ino, -1, 0);
+    if (rc != 0 && rc != -ENOENT) {
+      spdlog::warn("fuse: dropping the kernel's attributes of ino {}: {}", ino, strerror(-rc));
+    }
+  }
   fuse_reply_open(req, fi);
 }
 
@@ -341,7 +353,7 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  m->session_ = fuse_session_new(&args, &kOps, sizeof(kOps), fs);
+  m->session_ = fuse_session_new(&args, &kOps, sizeof(kOps), m.get());
   if (!m->session_) return absl::InternalError("fuse_session_new failed (bad mount options?)");
   if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
     fuse_session_destroy(m->session_);

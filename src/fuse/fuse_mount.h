@@ -35,6 +35,9 @@ class FuseMount {
   // Stops the session loop and unmounts (lazily if the mount is busy).
   void Unmount();
   const std::string& mountpoint() const { return options_.mountpoint; }
+  // For the session's callbacks (the session's userdata is the FuseMount).
+  node::Filesystem& fs() const { return *fs_; }
+  struct fuse_session* session() const { return session_; }
 
  private:
   FuseMount() = default;

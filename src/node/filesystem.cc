@@ -41,6 +41,17 @@ bool SameContent(const ChunkMap& a, const ChunkMap& b) {
 
 bool HasNonSize(const SetAttrRequest& r) { return r.mode || r.uid || r.gid || r.atime || r.mtime; }
 
+// An operation addressed by inode number found the inode gone on the server
+// (another node unlinked or renamed over its last name): ESTALE, not ENOENT.
+// The kernel answers ESTALE from open, stat, readlink, ... by looking the
+// path up again (LOOKUP_REVAL), so a name this node still caches for the old
+// inode resolves to what the name is now (a file replaced by rename on
+// another node opens as the new file) instead of failing with ENOENT.
+absl::Status StaleIfGone(absl::Status status, InodeId ino) {
+  if (ErrnoOf(status) != ENOENT) return status;
+  return PosixError(ESTALE, fmt::format("ino {} is gone: {}", ino, status.message()));
+}
+
 // Disjoint, non-touching byte ranges [start, end): the bytes written since
 // the base version.
 class RangeSet {
@@ -285,7 +296,9 @@ void Filesystem::CacheAttr(const InodeAttr& attr) {
 void Filesystem::InvalidateAttr(InodeId ino) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(ino);
-  if (it != inodes_.end()) it->second->attr.reset();
+  // Expired, not erased: the last known attributes are what GetAttr serves
+  // while the server is unreachable.
+  if (it != inodes_.end()) it->second->attr_expiry = Clock::time_point::min();
 }
 
 void Filesystem::OverlayLocked(InodeAttr& attr) {
@@ -358,7 +371,29 @@ absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
       return attr;
     }
   }
-  ASSIGN_OR_RETURN(InodeAttr attr, client_->GetAttr(scope_, ino));
+  const Clock::time_point asked = Clock::now();
+  absl::StatusOr<InodeAttr> fetched = client_->GetAttr(scope_, ino);
+  if (!fetched.ok() && fetched.status().code() == absl::StatusCode::kUnavailable) {
+    // The server was unreachable for the whole outage timeout. An inode this
+    // node knows keeps its last attributes, so that open files stay readable
+    // through an outage (the kernel asks for attributes on reads once
+    // attr_ttl has passed, and fails the read if that fails). They are then
+    // served without asking for as long as this call waited, so a reader
+    // that keeps going is not stalled by every attr_ttl.
+    absl::MutexLock lock(&mu_);
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end() && it->second->attr) {
+      spdlog::warn("[{}] ino {}: server unreachable, serving the last known attributes",
+                   scope_.ToString(), ino);
+      const Clock::time_point now = Clock::now();
+      it->second->attr_expiry = now + std::max<Clock::duration>(now - asked, options_.attr_ttl);
+      InodeAttr attr = *it->second->attr;
+      OverlayLocked(attr);
+      return attr;
+    }
+  }
+  if (!fetched.ok()) return StaleIfGone(fetched.status(), ino);
+  InodeAttr attr = *std::move(fetched);
   CacheAttr(attr);
   absl::MutexLock lock(&mu_);
   OverlayLocked(attr);
@@ -497,7 +532,7 @@ absl::StatusOr<OpenReply> Filesystem::Open(InodeId ino, int flags) {
   absl::StatusOr<ChunkMap> map = client_->GetChunkMap(scope_, ino);
   if (!map.ok()) {
     Unpin(*inode);
-    return map.status();
+    return StaleIfGone(map.status(), ino);
   }
   return OpenWithMap(inode, flags, *std::move(map));
 }
@@ -533,6 +568,19 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
     if (status.ok()) {
       reply.keep_cache = inode->kernel_version == map.version && !inode->changed_since_open &&
                          !(flags & O_TRUNC) && !(ws != nullptr && ws->dirty);
+      {
+        // Close-to-open holds for attributes too: if the content changed
+        // since the attributes this node (and so its kernel) last handed out,
+        // they are dropped here and in the kernel (OpenReply::attr_stale), or
+        // the kernel would read the new content only up to the old size
+        // until attr_ttl passed.
+        absl::MutexLock table(&mu_);
+        if (!inode->attr || inode->attr->version != map.version ||
+            (inode->kernel_version && *inode->kernel_version != map.version)) {
+          inode->attr_expiry = Clock::time_point::min();
+          reply.attr_stale = true;
+        }
+      }
       inode->kernel_version = map.version;
       inode->changed_since_open = false;
       handle->map = std::make_shared<const ChunkMap>(std::move(map));

@@ -40,6 +40,10 @@
 // EEXIST, ENOTEMPTY, EDQUOT, ...). EBADF for an unknown handle or a write
 // through a read-only one; EIO for a commit that lost a conflict; staging
 // disk errors carry the errno of the failed system call (ENOSPC, EIO).
+// ESTALE when Open or GetAttr finds the inode gone from the server (the
+// kernel then looks the name up again). While the server is unreachable
+// (UNAVAILABLE after the client's outage timeout), GetAttr of an inode this
+// node knows answers its last known attributes; other calls fail with EIO.
 //
 // Thread-safety: every method may be called concurrently (the adapter runs a
 // multi-threaded session loop). Lock order: Inode::mu before Filesystem::mu_;
@@ -102,6 +106,10 @@ struct OpenReply {
   // The kernel may keep the pages it holds for this inode: they belong to
   // the version this open sees (FOPEN_KEEP_CACHE).
   bool keep_cache = false;
+  // The kernel's cached attributes of the inode may predate this content
+  // (another node committed since): the adapter tells the kernel to drop
+  // them before it replies, so that size and mtime match what is read.
+  bool attr_stale = false;
 };
 
 // One readdir entry handed to the adapter's callback.

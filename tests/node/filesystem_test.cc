@@ -263,6 +263,54 @@ TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {
   EXPECT_TRUE(open());
 }
 
+TEST_F(FilesystemTest, OpenSaysWhenTheKernelsAttributesPredateTheContent) {
+  const InodeId ino = WriteFile(A(), "f", "one");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  auto open = [&] {
+    absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
+    EXPECT_TRUE(o.ok());
+    B().Release(ino, o->fh);
+    return o->attr_stale;
+  };
+  EXPECT_FALSE(open());  // The lookup's attributes are of this content.
+  WriteFile(A(), "f", "longer");
+  // B's kernel would read up to the old size: it is told to ask again, and
+  // the next GetAttr is the new content's.
+  EXPECT_TRUE(open());
+  EXPECT_EQ(B().GetAttr(ino)->size, 6u);
+  EXPECT_FALSE(open());
+}
+
+TEST_F(FilesystemTest, AnInodeGoneFromTheServerIsEstaleSoTheKernelLooksUpAgain) {
+  const InodeId ino = WriteFile(A(), "f", "old");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  WriteFile(A(), "g", "new");
+  ASSERT_TRUE(A().Rename(kRootInode, "g", kRootInode, "f", 0).ok());  // Over f: ino is gone.
+  EXPECT_EQ(ToErrno(B().Open(ino, O_RDONLY).status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().GetAttr(ino).status()), ESTALE);
+  EXPECT_EQ(Cat(B(), "f"), "new");
+}
+
+TEST_F(FilesystemTest, KnownInodesKeepTheirAttributesWhileTheServerIsUnreachable) {
+  const InodeId ino = WriteFile(A(), "f", "data");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(ReadAll(B(), ino, o->fh), "data");  // Now in B's tier.
+  fake_.FailNext("*", PosixError(EIO, "unreachable"), -1);
+  // PosixError(EIO) is not UNAVAILABLE: only an outage is answered from cache.
+  EXPECT_FALSE(B().GetAttr(ino).ok());
+  fake_.ClearFailures();
+  fake_.FailNext("*", absl::UnavailableError("server unreachable"), -1);
+  absl::StatusOr<InodeAttr> attr = B().GetAttr(ino);
+  ASSERT_TRUE(attr.ok()) << attr.status();
+  EXPECT_EQ(attr->size, 4u);
+  EXPECT_EQ(ReadAll(B(), ino, o->fh), "data");  // Still, from B's tier.
+  EXPECT_EQ(B().GetAttr(ino + 1000).status().code(), absl::StatusCode::kUnavailable);
+  fake_.ClearFailures();
+  B().Release(ino, o->fh);
+}
+
 TEST_F(FilesystemTest, ReadsSeeStagedWritesBeforeAndAfterTheCommit) {
   const std::string base = Random(3 * kChunk, 3);
   const InodeId ino = WriteFile(A(), "f", base);
