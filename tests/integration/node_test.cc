@@ -15,82 +15,15 @@
 
 #include <gtest/gtest.h>
 
-#include "testing/node_process.h"
-#include "testing/server_process.h"
-#include "testing/temp_dir.h"
+#include "integration/mount_fixture.h"
 
 namespace traincache::testing {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t r = rng();
-    memcpy(&out[i], &r, 8);
-  }
-  return out;
-}
-
-// Writes `data` to `path` with open/write/close, returning close's result.
-int WriteFile(const std::string& path, const std::string& data) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return -errno;
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return -err;
-    }
-    done += n;
-  }
-  return close(fd) == 0 ? 0 : -errno;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-class TwoNodeTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = std::make_unique<ServerProcess>(dir_.Sub("server"), dir_.path(),
-                                              FreeLoopbackAddress());
-    ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
-    fs::create_directories(dir_.Sub("a"));
-    fs::create_directories(dir_.Sub("b"));
-    a_ = std::make_unique<NodeProcess>(dir_.Sub("a"), server_->address(), server_->token_file());
-    b_ = std::make_unique<NodeProcess>(dir_.Sub("b"), server_->address(), server_->token_file());
-    ASSERT_TRUE(a_->Start({scope_}).ok()) << "see " << a_->log_file();
-    ASSERT_TRUE(b_->Start({scope_}).ok()) << "see " << b_->log_file();
-    mnt_a_ = a_->MountPoint(scope_);
-    mnt_b_ = b_->MountPoint(scope_);
-  }
-
-  void TearDown() override {
-    // Nodes first (their last commits need the server), each by PID.
-    for (auto* node : {a_.get(), b_.get()}) {
-      if (node) {
-        int status = node->Stop();
-        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-            << "node did not stop cleanly: " << status << "; see " << node->log_file();
-      }
-    }
-  }
-
-  TempDir dir_;
-  Scope scope_ = *Scope::Parse("project:p1");
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<NodeProcess> a_, b_;
-  std::string mnt_a_, mnt_b_;
-};
+// Server + two node daemons, as every mount test (mount_fixture.h).
+using TwoNodeTest = MountTest;
 
 TEST_F(TwoNodeTest, FileClosedOnAIsReadWholeOnBAndOverwritesAreSeenWhole) {
   const std::string v1 = RandomBytes(9u << 20, 1);  // three chunks, the last short
@@ -123,8 +56,6 @@ TEST_F(TwoNodeTest, SecondReadOnBIsServedFromBsTier) {
   EXPECT_GT(b_->Counters()["tier.hits"], hits);
 }
 
-std::string ReadAll(const std::string& path) { return ReadFile(path); }
-
 TEST_F(TwoNodeTest, AdminSocketMountsUnmountsAndCounts) {
   const std::string log = dir_.Sub("cli.log");
   auto cli = [&](std::vector<std::string> args) {
@@ -134,15 +65,15 @@ TEST_F(TwoNodeTest, AdminSocketMountsUnmountsAndCounts) {
   };
   Scope team = *Scope::Parse("team:t1");
   std::string mp = b_->MountPoint(team);
-  ASSERT_EQ(cli({"mount-scope", "team:t1"}), 0) << ReadAll(log);
+  ASSERT_EQ(cli({"mount-scope", "team:t1"}), 0) << ReadFile(log);
   EXPECT_TRUE(IsMounted(mp));
   EXPECT_EQ(cli({"mount-scope", "team:t1"}), 0);  // Mounted already: same mountpoint.
-  EXPECT_NE(ReadAll(log).find("already mounted at " + mp), std::string::npos) << ReadAll(log);
+  EXPECT_NE(ReadFile(log).find("already mounted at " + mp), std::string::npos) << ReadFile(log);
   ASSERT_EQ(WriteFile(mp + "/shared.txt", "team data"), 0);
   ASSERT_EQ(cli({"mounts"}), 0);
-  EXPECT_NE(ReadAll(log).find("team:t1 " + mp), std::string::npos);
+  EXPECT_NE(ReadFile(log).find("team:t1 " + mp), std::string::npos);
   ASSERT_EQ(cli({"stats"}), 0);
-  EXPECT_NE(ReadAll(log).find("scope.team:t1.commits 1"), std::string::npos) << ReadAll(log);
+  EXPECT_NE(ReadFile(log).find("scope.team:t1.commits 1"), std::string::npos) << ReadFile(log);
   ASSERT_EQ(cli({"unmount-scope", "team:t1"}), 0);
   EXPECT_FALSE(IsMounted(mp));
   EXPECT_EQ(cli({"unmount-scope", "team:t1"}), 1);  // Not mounted any more.
