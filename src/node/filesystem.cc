@@ -103,6 +103,58 @@ class RangeSet {
   std::map<uint64_t, uint64_t> ranges_;
 };
 
+// --- staging journal ---
+// <staging file>.journal says which bytes of the staging file are staged, so
+// that a restarted daemon can commit what a crashed one had not (DESIGN.md:
+// staged data survives a daemon crash). It is a sequence of records
+//   [u32 payload length][u32 CRC-32 of payload][payload]
+// in host byte order (only this machine reads it back). The first record is
+// 'B' (the base chunk map plus the staged scalars); each later one is 'S'
+// (the scalars after one staged change, plus the range it wrote, if any).
+// Reading stops at the first short or bad record: a torn tail is ignored.
+// Ordering keeps the journal from claiming bytes the staging file lacks: a
+// write's data is pwritten before its record, a shrink's record is appended
+// before the staging file is cut.
+constexpr char kJournalBase = 'B';
+constexpr char kJournalState = 'S';
+constexpr std::string_view kJournalSuffix = ".journal";
+
+uint32_t Crc32(std::string_view s) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+template <typename T>
+void Put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+
+class JournalReader {
+ public:
+  explicit JournalReader(std::string_view in) : in_(in) {}
+  template <typename T>
+  bool Get(T& v) {
+    if (in_.size() < sizeof(T)) return false;
+    std::memcpy(&v, in_.data(), sizeof(T));
+    in_.remove_prefix(sizeof(T));
+    return true;
+  }
+  bool GetBytes(size_t n, std::string_view& v) {
+    if (in_.size() < n) return false;
+    v = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return true;
+  }
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+};
+
 }  // namespace
 
 // The staged content of one inode: `base` (a committed version) with the
@@ -119,13 +171,20 @@ struct Filesystem::WriteState {
   // depends on, so no later commit can succeed either.
   bool conflicted = false;
   Timespec mtime;  // Of the last staged change.
-  int fd = -1;     // The staging file, opened at the first write.
+  int fd = -1;     // The staging file, opened at the first staged change.
   std::string path;
+  int journal_fd = -1;  // Its journal (path + ".journal"), opened with it.
+  std::string journal_path;
+  uint64_t journal_len = 0;  // Bytes of whole records in the journal.
 
   WriteState(ChunkMap map, uint32_t default_chunk_size) {
     Reset(std::move(map), default_chunk_size);
   }
-  ~WriteState() { RemoveFile(); }
+  // Only when the Filesystem goes away with changes not committed (a daemon
+  // stopping while the server is unreachable): the files are kept, like after
+  // a crash, and the next Init commits them. Everything else that drops a
+  // write state removes its files first (DropWriteState, Reset).
+  ~WriteState() { CloseFiles(/*remove=*/!dirty || conflicted); }
 
   // Starts over on `map`: nothing staged.
   void Reset(ChunkMap map, uint32_t default_chunk_size) {
@@ -138,13 +197,76 @@ struct Filesystem::WriteState {
     conflicted = false;
     RemoveFile();
   }
-  void RemoveFile() {
-    if (fd < 0) return;
-    close(fd);
-    fd = -1;
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
-      spdlog::warn("staging file {} not removed: {}", path, std::strerror(errno));
+  void RemoveFile() { CloseFiles(/*remove=*/true); }
+  void CloseFiles(bool remove) {
+    if (fd < 0 && journal_fd < 0) return;
+    if (fd >= 0) close(fd);
+    if (journal_fd >= 0) close(journal_fd);
+    fd = journal_fd = -1;
+    journal_len = 0;
+    if (!remove) return;
+    // The journal first: a staging file without one is never read back.
+    for (const std::string* p : {&journal_path, &path}) {
+      if (unlink(p->c_str()) != 0 && errno != ENOENT) {
+        spdlog::warn("staging file {} not removed: {}", *p, std::strerror(errno));
+      }
     }
+  }
+  struct Scalars {
+    uint32_t chunk_size;
+    uint64_t size, base_limit;
+    Timespec mtime;
+  };
+  Scalars GetScalars() const { return {chunk_size, size, base_limit, mtime}; }
+  void SetScalars(const Scalars& v) {
+    chunk_size = v.chunk_size;
+    size = v.size;
+    base_limit = v.base_limit;
+    mtime = v.mtime;
+  }
+  // The scalars of the staged view (what a journal record carries).
+  void PutState(std::string& out) const {
+    Put<uint32_t>(out, chunk_size);
+    Put<uint64_t>(out, size);
+    Put<uint64_t>(out, base_limit);
+    Put<int64_t>(out, mtime.sec);
+    Put<uint32_t>(out, mtime.nsec);
+  }
+  bool GetState(JournalReader& r) {
+    return r.Get(chunk_size) && r.Get(size) && r.Get(base_limit) && r.Get(mtime.sec) &&
+           r.Get(mtime.nsec);
+  }
+  // Appends one record; on failure the journal is cut back to whole records.
+  absl::Status AppendJournal(char type, const std::string& body) {
+    std::string payload(1, type);
+    payload += body;
+    std::string rec;
+    Put<uint32_t>(rec, static_cast<uint32_t>(payload.size()));
+    Put<uint32_t>(rec, Crc32(payload));
+    rec += payload;
+    size_t done = 0;
+    while (done < rec.size()) {
+      ssize_t w = write(journal_fd, rec.data() + done, rec.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        const int err = errno;
+        if (ftruncate(journal_fd, static_cast<off_t>(journal_len)) != 0) {
+          spdlog::warn("journal {} not cut back: {}", journal_path, std::strerror(errno));
+        }
+        return ErrnoStatus(err, fmt::format("write to staging journal {}", journal_path));
+      }
+      done += static_cast<size_t>(w);
+    }
+    journal_len += rec.size();
+    return absl::OkStatus();
+  }
+  // A state record after a change that wrote [a, b) (none if a == b).
+  absl::Status JournalChange(uint64_t a, uint64_t b) {
+    std::string body;
+    Put<uint64_t>(body, a);
+    Put<uint64_t>(body, b);
+    PutState(body);
+    return AppendJournal(kJournalState, body);
   }
   // The staged bytes do not depend on the base's: every base byte that would
   // still show was overwritten (or none would: truncated to 0).
@@ -213,13 +335,149 @@ absl::StatusOr<InodeAttr> Filesystem::Init() {
   }
   ASSIGN_OR_RETURN(OpenScopeResult r, client_->OpenScope(scope_, options_.create_scope));
   generation_ = r.generation;
-  absl::MutexLock lock(&mu_);
-  std::shared_ptr<Inode>& root = inodes_[kRootInode];
-  if (!root) root = std::make_shared<Inode>(kRootInode);
-  root->nlookup = std::max<uint64_t>(root->nlookup, 1);
-  root->attr = r.root;
-  root->attr_expiry = Clock::now() + options_.attr_ttl;
+  {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<Inode>& root = inodes_[kRootInode];
+    if (!root) root = std::make_shared<Inode>(kRootInode);
+    root->nlookup = std::max<uint64_t>(root->nlookup, 1);
+    root->attr = r.root;
+    root->attr_expiry = Clock::now() + options_.attr_ttl;
+  }
+  RecoverStaged(dir);
   return r.root;
+}
+
+void Filesystem::RecoverStaged(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::pair<InodeId, std::string>> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.ends_with(kJournalSuffix)) continue;
+    const std::string stem = name.substr(0, name.size() - kJournalSuffix.size());
+    // Only "<ino>.journal": files moved aside for an operator do not parse.
+    if (stem.empty() || stem.size() > 19 ||
+        !std::all_of(stem.begin(), stem.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    found.emplace_back(std::stoull(stem), fmt::format("{}/{}", dir, stem));
+  }
+  if (ec) {
+    spdlog::error("[{}] staging dir {} not scanned for uncommitted data: {}", scope_.ToString(),
+                  dir, ec.message());
+    return;
+  }
+  for (const auto& [ino, path] : found) {
+    absl::Status s = RecoverInode(ino, path);
+    if (!s.ok()) {
+      spdlog::error(
+          "[{}] ino {}: staged data of an earlier run not committed, left in {} and {}{} for an "
+          "operator: {}",
+          scope_.ToString(), ino, path, path, kJournalSuffix, s.ToString());
+    }
+  }
+}
+
+absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
+  const std::string journal_path = path + std::string(kJournalSuffix);
+  std::string data;
+  {
+    int jfd = open(journal_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (jfd < 0) return ErrnoStatus(errno, fmt::format("staging journal {}", journal_path));
+    char buf[1 << 16];
+    for (;;) {
+      ssize_t r = read(jfd, buf, sizeof(buf));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        const int err = errno;
+        close(jfd);
+        return ErrnoStatus(err, fmt::format("read of staging journal {}", journal_path));
+      }
+      if (r == 0) break;
+      data.append(buf, static_cast<size_t>(r));
+    }
+    close(jfd);
+  }
+
+  // Replay the whole records; stop at the first torn or corrupt one.
+  std::unique_ptr<WriteState> ws;
+  uint64_t records = 0;
+  JournalReader file(data);
+  for (;;) {
+    uint32_t len = 0, crc = 0;
+    std::string_view payload;
+    if (!file.Get(len) || !file.Get(crc) || !file.GetBytes(len, payload) || payload.empty() ||
+        Crc32(payload) != crc) {
+      break;
+    }
+    JournalReader r(payload.substr(1));
+    bool ok = false;
+    if (payload[0] == kJournalBase && !ws) {
+      ChunkMap base;
+      uint64_t n = 0;
+      ok = r.Get(base.version) && r.Get(base.size) && r.Get(base.chunk_size) && r.Get(n) &&
+           n <= kMaxFileChunks;
+      for (uint64_t i = 0; ok && i < n; ++i) {
+        uint8_t has = 0;
+        ChunkRef ref;
+        std::string_view id;
+        ok = r.Get(has) && (!has || r.GetBytes(ChunkId::kSize, id)) && r.Get(ref.length);
+        if (ok && has) {
+          absl::StatusOr<ChunkId> cid = ChunkId::FromBytes(id);
+          ok = cid.ok();
+          if (ok) ref.id = *cid;
+        }
+        base.chunks.push_back(ref);
+      }
+      if (ok) {
+        ws = std::make_unique<WriteState>(std::move(base), options_.chunk_size);
+        ok = ws->GetState(r);
+      }
+    } else if (payload[0] == kJournalState && ws) {
+      uint64_t a = 0, b = 0;
+      ok = r.Get(a) && r.Get(b) && ws->GetState(r);
+      if (ok) {
+        // As StageTruncate and Write did: a shrink forgets what is past the
+        // end, a write adds its range.
+        ws->written.ClipAt(ws->size);
+        ws->written.Add(a, b);
+        ws->dirty = true;
+      }
+    }
+    if (!ok || !r.done()) break;
+    ++records;
+  }
+  if (!ws || !ws->dirty) {
+    // Nothing staged was ever recorded (the base record alone, or not even
+    // that): nothing to commit.
+    spdlog::info("[{}] ino {}: staging journal {} holds no staged change; removed",
+                 scope_.ToString(), ino, journal_path);
+    unlink(journal_path.c_str());
+    unlink(path.c_str());
+    return absl::OkStatus();
+  }
+  // Not O_TRUNC: these are the bytes the journal claims.
+  ws->fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (ws->fd < 0) return ErrnoStatus(errno, fmt::format("staging file {}", path));
+  ws->path = path;
+  ws->journal_path = journal_path;
+
+  // The same commit as a close's: conditional on the recorded base version,
+  // rebased only when that cannot publish a mix. The inode is not in the
+  // table (nothing of this run knows it yet), a private entry carries it.
+  Inode inode(ino);
+  absl::Status s;
+  {
+    absl::MutexLock lock(&inode.mu);
+    s = Commit(inode, *ws);
+  }
+  if (!s.ok()) {
+    ws->CloseFiles(/*remove=*/false);  // Left for an operator.
+    return s;
+  }
+  // Commit reset the state, which removed both files.
+  spdlog::info("[{}] ino {}: committed data staged by an earlier run ({} journal records)",
+               scope_.ToString(), ino, records);
+  return absl::OkStatus();
 }
 
 FilesystemStats Filesystem::Stats() const {
@@ -601,12 +859,52 @@ absl::Status Filesystem::EnsureStagingFile(Inode& inode, WriteState& ws) {
   if (ws.fd >= 0) return absl::OkStatus();
   ws.path =
       fmt::format("{}/{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id(), inode.ino);
-  // O_TRUNC: a leftover of an earlier run is not ours to read (recovery of
-  // staged data after a crash is not implemented yet).
+  ws.journal_path = ws.path + std::string(kJournalSuffix);
+  // A journal still here is staged data of an earlier run that Init could
+  // not commit (it logged why): never write over it, move it aside for an
+  // operator. The names do not parse as "<ino>.journal", so Init skips them.
+  if (access(ws.journal_path.c_str(), F_OK) == 0) {
+    const std::string aside = fmt::format("{}.kept-{}", ws.path, Now().sec);
+    const std::string aside_journal = aside + std::string(kJournalSuffix);
+    if (rename(ws.journal_path.c_str(), aside_journal.c_str()) != 0) {
+      return ErrnoStatus(errno, fmt::format("moving aside staging journal {}", ws.journal_path));
+    }
+    if (rename(ws.path.c_str(), aside.c_str()) != 0 && errno != ENOENT) {
+      return ErrnoStatus(errno, fmt::format("moving aside staging file {}", ws.path));
+    }
+    spdlog::error("[{}] ino {}: uncommitted staged data of an earlier run moved to {} and {}",
+                  scope_.ToString(), inode.ino, aside, aside_journal);
+  }
+  // O_TRUNC: with no journal, nothing of an old staging file is staged.
   int fd = open(ws.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus(errno, fmt::format("staging file {}", ws.path));
+  int jfd = open(ws.journal_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+                 0600);
+  if (jfd < 0) {
+    const int err = errno;
+    close(fd);
+    unlink(ws.path.c_str());
+    return ErrnoStatus(err, fmt::format("staging journal {}", ws.journal_path));
+  }
   ws.fd = fd;
-  return absl::OkStatus();
+  ws.journal_fd = jfd;
+  ws.journal_len = 0;
+  // The base record: what recovery needs to rebuild the staged view (the
+  // base's chunk refs) and to apply the rebase rule (Commit).
+  std::string body;
+  Put<uint64_t>(body, ws.base.version);
+  Put<uint64_t>(body, ws.base.size);
+  Put<uint32_t>(body, ws.base.chunk_size);
+  Put<uint64_t>(body, ws.base.chunks.size());
+  for (const ChunkRef& ref : ws.base.chunks) {
+    Put<uint8_t>(body, ref.id ? 1 : 0);
+    if (ref.id) body += ref.id->bytes();
+    Put<uint32_t>(body, ref.length);
+  }
+  ws.PutState(body);
+  absl::Status s = ws.AppendJournal(kJournalBase, body);
+  if (!s.ok()) ws.RemoveFile();
+  return s;
 }
 
 absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t size) {
@@ -614,24 +912,36 @@ absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t si
     return PosixError(EFBIG, fmt::format("size {} is over the file size limit", size));
   }
   if (size == ws.size) return absl::OkStatus();
-  if (size < ws.size) {
-    ws.written.ClipAt(size);
-    ws.base_limit = std::min(ws.base_limit, size);
-    if (ws.fd >= 0 && ftruncate(ws.fd, static_cast<off_t>(size)) != 0) {
-      return ErrnoStatus(errno, fmt::format("truncate of staging file {}", ws.path));
+  RETURN_IF_ERROR(EnsureStagingFile(inode, ws));
+  // The record goes first, then the cut: the journal never claims bytes the
+  // staging file lost. On failure nothing in memory changed.
+  const WriteState::Scalars old = ws.GetScalars();
+  const uint64_t old_journal_len = ws.journal_len;
+  ws.size = size;
+  ws.base_limit = std::min(ws.base_limit, size);
+  // Nothing of the base is left at 0: a new layout.
+  if (size == 0) ws.chunk_size = options_.chunk_size;
+  ws.mtime = Now();
+  absl::Status s = ws.JournalChange(0, 0);
+  if (s.ok() && size < old.size && ftruncate(ws.fd, static_cast<off_t>(size)) != 0) {
+    s = ErrnoStatus(errno, fmt::format("truncate of staging file {}", ws.path));
+    if (ftruncate(ws.journal_fd, static_cast<off_t>(old_journal_len)) == 0) {
+      ws.journal_len = old_journal_len;
     }
+  }
+  if (!s.ok()) {
+    ws.SetScalars(old);
+    return s;
   }
   // Bytes past the old end read as zeros: they are past base_limit and
   // nothing was written there.
-  ws.size = size;
+  ws.written.ClipAt(size);
   if (size == 0) {
-    // Nothing of the base is left: a new layout, and a lost conflict no
-    // longer matters (the next commit re-commits on whatever is there).
-    ws.chunk_size = options_.chunk_size;
+    // A lost conflict no longer matters (the next commit re-commits on
+    // whatever is there).
     ws.conflicted = false;
   }
   ws.dirty = true;
-  ws.mtime = Now();
   inode.changed_since_open = true;
   PublishOverlay(inode, &ws);
   return absl::OkStatus();
@@ -721,10 +1031,16 @@ absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offs
     }
     done += static_cast<size_t>(w);
   }
-  ws.written.Add(offset, end);
+  // The data is in the staging file; now the journal may claim it.
+  const WriteState::Scalars old = ws.GetScalars();
   ws.size = std::max(ws.size, end);
-  ws.dirty = true;
   ws.mtime = Now();
+  if (absl::Status s = ws.JournalChange(offset, end); !s.ok()) {
+    ws.SetScalars(old);
+    return s;
+  }
+  ws.written.Add(offset, end);
+  ws.dirty = true;
   inode.changed_since_open = true;
   PublishOverlay(inode, &ws);
   return data.size();
@@ -861,6 +1177,7 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
 }
 
 void Filesystem::DropWriteState(Inode& inode) {
+  if (inode.ws) inode.ws->RemoveFile();  // Dropped on purpose: not for recovery.
   inode.ws.reset();
   PublishOverlay(inode, nullptr);
 }
@@ -880,6 +1197,17 @@ absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
   // Like fsync(2) on a local disk, any descriptor syncs the whole file.
   absl::MutexLock lock(&h->inode->mu);
   if (!h->inode->ws) return absl::OkStatus();
+  WriteState& ws = *h->inode->ws;
+  if (ws.fd >= 0 && ws.dirty) {
+    // The commit below is what makes the data durable; syncing the staged
+    // files first means that if it fails (server unreachable), a crash after
+    // this fsync still finds the data staged for the next start. Data before
+    // journal, as they were written.
+    if (fdatasync(ws.fd) != 0) return ErrnoStatus(errno, fmt::format("fsync of {}", ws.path));
+    if (fdatasync(ws.journal_fd) != 0) {
+      return ErrnoStatus(errno, fmt::format("fsync of {}", ws.journal_path));
+    }
+  }
   return Commit(*h->inode, *h->inode->ws);
 }
 

@@ -24,6 +24,11 @@
 //    first), and ONE CommitContent conditional on the base version publishes
 //    the file. Unchanged chunks keep their refs, so a partial overwrite
 //    uploads only the chunks it touched.
+//  - Crash safety: next to each staging file, <ino>.journal records the base
+//    map and every staged change (filesystem.cc), so staged data that a
+//    crashed daemon never committed is committed by the next Init (same
+//    conditional commit and rebase rule; what would publish a mix is logged
+//    and left on disk for an operator).
 //  - Conflicts: if another node committed first (ESTALE), the commit is
 //    redone on the new version only when that cannot publish a mix: the
 //    staged content does not depend on the base (truncated to 0, or every
@@ -141,6 +146,9 @@ class Filesystem {
 
   // Opens the scope (creating it if options.create_scope) and checks the
   // options. Call once before anything else. Returns the root's attributes.
+  // Then commits what a crashed (or stopped) earlier run of this scope left
+  // staged under staging_dir; what cannot be committed without publishing a
+  // mix (another node committed meanwhile) is logged and left there.
   absl::StatusOr<InodeAttr> Init();
 
   const Scope& scope() const { return scope_; }
@@ -247,6 +255,13 @@ class Filesystem {
   // is `map` (fresh from the server). Sets up the write state and O_TRUNC.
   absl::StatusOr<OpenReply> OpenWithMap(const std::shared_ptr<Inode>& inode, int flags,
                                         ChunkMap map);
+
+  // Commits the staged data a previous run of this scope left in `dir`
+  // (<ino> plus <ino>.journal, see filesystem.cc). Called by Init.
+  void RecoverStaged(const std::string& dir);
+  // One inode's leftover; OK when committed (or nothing was staged) and the
+  // files are removed, else the files are left where they are.
+  absl::Status RecoverInode(InodeId ino, const std::string& path);
 
   // Write-state operations; all require inode.mu.
   absl::Status EnsureStagingFile(Inode& inode, WriteState& ws);

@@ -385,4 +385,37 @@ TEST_F(MountTest, WritingPastTheQuotaFailsAndTheFileKeepsItsCommittedContent) {
 }
 
 }  // namespace
+// --- staged writes survive a daemon crash ----------------------------------
+
+// Bytes written through B's mount but never closed (so never committed) are
+// in B's staging file and journal; B is killed (SIGKILL: no release, no
+// flush) and started again, and its Init commits them: A reads them.
+TEST_F(MountTest, WritesStagedOnANodeKilledBeforeCloseAreCommittedWhenItRestarts) {
+  const std::string base = RandomBytes(2 * kChunk + 100, 11);
+  ASSERT_EQ(WriteFile(A("staged.bin"), base), 0);
+  const std::string patch = RandomBytes(5000, 12);
+  const std::string tail = RandomBytes(kChunk / 2, 13);
+  int fd = open(B("staged.bin").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, patch.data(), patch.size(), kChunk + 7),
+            static_cast<ssize_t>(patch.size()));
+  ASSERT_EQ(pwrite(fd, tail.data(), tail.size(), static_cast<off_t>(base.size())),
+            static_cast<ssize_t>(tail.size()));
+  EXPECT_TRUE(ReadFile(A("staged.bin")) == base);  // Not committed yet.
+  ASSERT_FALSE(FilesEndingWith(dir_.Sub("b"), ".journal").empty());
+
+  b_->Kill();
+  close(fd);  // A descriptor of the dead mount: nothing to commit any more.
+  ASSERT_TRUE(b_->Start({scope_}, NodeArgs()).ok()) << "see " << b_->log_file();
+
+  std::string want = base;
+  want.replace(kChunk + 7, patch.size(), patch);
+  want += tail;
+  EXPECT_TRUE(ReadFile(A("staged.bin")) == want);
+  EXPECT_TRUE(ReadFile(B("staged.bin")) == want);
+  EXPECT_TRUE(FilesEndingWith(dir_.Sub("b"), ".journal").empty());
+  EXPECT_NE(ReadFile(b_->log_file()).find("committed data staged by an earlier run"),
+            std::string::npos);
+}
+
 }  // namespace traincache::testing

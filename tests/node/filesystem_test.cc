@@ -7,9 +7,11 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -761,4 +763,171 @@ TEST_F(FilesystemTest, ConcurrentHandlesOfOneFileOnOneNode) {
 }
 
 }  // namespace
+// --- staged data across a daemon crash ---
+// A node's Filesystem destroyed without Flush/Release is what a kill -9
+// leaves: nothing committed, the staging file and its journal on disk (the
+// destructor keeps dirty state; a crash keeps it trivially). A new instance
+// over the same staging folder commits it at Init.
+
+class StagedRecoveryTest : public FilesystemTest {
+ protected:
+  std::string StagingFolder(const std::string& node) {
+    return dir_.Sub("staging-" + node) + "/" + std::string(scope_.kind_name()) + "/" +
+           scope_.id();
+  }
+  static bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+  // Opens `name` on `fs` for writing and writes `patches` (offset, bytes)
+  // without closing.
+  InodeId WriteOpen(Filesystem& fs, const std::string& name, int flags,
+                    const std::vector<std::pair<uint64_t, std::string>>& patches) {
+    absl::StatusOr<InodeAttr> attr = fs.Lookup(kRootInode, name);
+    EXPECT_TRUE(attr.ok()) << attr.status();
+    if (!attr.ok()) return 0;
+    absl::StatusOr<OpenReply> open = fs.Open(attr->ino, flags);
+    EXPECT_TRUE(open.ok()) << open.status();
+    if (!open.ok()) return 0;
+    for (const auto& [off, bytes] : patches) {
+      absl::StatusOr<size_t> w = fs.Write(attr->ino, open->fh, off, bytes);
+      EXPECT_TRUE(w.ok()) << w.status();
+    }
+    return attr->ino;
+  }
+};
+
+TEST_F(StagedRecoveryTest, WritesStagedBeforeACrashAreCommittedAtRestart) {
+  const std::string base = Random(3 * kChunk, 20);
+  WriteFile(A(), "f", base);
+  std::unique_ptr<Node> c = MakeNode("c");
+  const std::string tail = Random(kChunk + 5, 21);
+  const InodeId ino = WriteOpen(*c->fs, "f", kRW, {{kChunk + 10, "patch"}, {base.size(), tail}});
+  ASSERT_NE(ino, 0u);
+  c.reset();  // The crash: no flush, no release.
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), base));  // Nothing was committed.
+  const std::string folder = StagingFolder("c");
+  EXPECT_TRUE(Exists(folder + "/" + std::to_string(ino) + ".journal"));
+
+  c = MakeNode("c");  // Init commits what was staged.
+  std::string want = base;
+  want.replace(kChunk + 10, 5, "patch");
+  want += tail;
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), want));
+  EXPECT_TRUE(SameBytes(Cat(*c->fs, "f"), want));
+  EXPECT_EQ(c->fs->Stats().commits, 1u);
+  EXPECT_FALSE(Exists(folder + "/" + std::to_string(ino)));
+  EXPECT_FALSE(Exists(folder + "/" + std::to_string(ino) + ".journal"));
+
+  // A truncate is staged (and recovered) as well.
+  WriteOpen(*c->fs, "f", kRW, {});
+  c.reset();
+  c = MakeNode("c");
+  absl::StatusOr<InodeAttr> attr = c->fs->Lookup(kRootInode, "f");
+  ASSERT_TRUE(attr.ok());
+  SetAttrRequest req;
+  req.size = 100;
+  absl::StatusOr<OpenReply> w = c->fs->Open(ino, kRW);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(c->fs->SetAttr(ino, req, w->fh).ok());
+  ASSERT_TRUE(c->fs->Write(ino, w->fh, 200, "x").ok());
+  c.reset();
+  c = MakeNode("c");
+  want.resize(100);
+  want += std::string(100, '\0') + "x";
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), want));
+}
+
+TEST_F(StagedRecoveryTest, ANewFileWrittenBeforeACrashIsCommittedAtRestart) {
+  std::unique_ptr<Node> c = MakeNode("c");
+  absl::StatusOr<CreateReply> cr = c->fs->Create(kRootInode, "g", 0644, O_WRONLY, {});
+  ASSERT_TRUE(cr.ok());
+  const std::string data = Random(2 * kChunk + 77, 22);
+  ASSERT_TRUE(c->fs->Write(cr->attr.ino, cr->fh, 0, data).ok());
+  c.reset();
+  EXPECT_EQ(Cat(A(), "g"), "");
+  c = MakeNode("c");
+  EXPECT_TRUE(SameBytes(Cat(A(), "g"), data));
+}
+
+TEST_F(StagedRecoveryTest, ATornJournalTailIsIgnored) {
+  const std::string base = Random(2 * kChunk, 23);
+  WriteFile(A(), "f", base);
+  std::unique_ptr<Node> c = MakeNode("c");
+  const InodeId ino = WriteOpen(*c->fs, "f", kRW, {{10, "first"}, {kChunk + 10, "second"}});
+  c.reset();
+  // The last record was cut mid-way by the crash.
+  const std::string journal = StagingFolder("c") + "/" + std::to_string(ino) + ".journal";
+  struct stat st;
+  ASSERT_EQ(stat(journal.c_str(), &st), 0);
+  ASSERT_EQ(truncate(journal.c_str(), st.st_size - 3), 0);
+
+  c = MakeNode("c");
+  std::string want = base;
+  want.replace(10, 5, "first");
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), want));
+
+  // Garbage past the last whole record (a torn append of junk) is ignored too.
+  WriteOpen(*c->fs, "f", kRW, {{20, "third"}});
+  c.reset();
+  {
+    int fd = open(journal.c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0);
+    const std::string junk = "\x10\0\0\0garbage-garbage-garbage";
+    ASSERT_EQ(write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    close(fd);
+  }
+  c = MakeNode("c");
+  want.replace(20, 5, "third");
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), want));
+}
+
+TEST_F(StagedRecoveryTest, AConflictingCommitMeanwhileKeepsTheFilesAndPublishesNothing) {
+  const std::string base = Random(3 * kChunk, 24);
+  const InodeId ino = WriteFile(A(), "f", base);
+  std::unique_ptr<Node> c = MakeNode("c");
+  WriteOpen(*c->fs, "f", kRW, {{10, "mine"}});
+  c.reset();
+  // While c is down, B patches the file: c's patch depends on the old bytes.
+  absl::StatusOr<OpenReply> pb = B().Open(ino, kRW);
+  ASSERT_TRUE(pb.ok());
+  ASSERT_TRUE(B().Write(ino, pb->fh, kChunk, "theirs").ok());
+  ASSERT_TRUE(B().Flush(ino, pb->fh).ok());
+  B().Release(ino, pb->fh);
+  std::string theirs = base;
+  theirs.replace(kChunk, 6, "theirs");
+
+  c = MakeNode("c");
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), theirs));
+  EXPECT_EQ(c->fs->Stats().commits, 0u);
+  EXPECT_GE(c->fs->Stats().commit_conflicts, 1u);
+  const std::string staged = StagingFolder("c") + "/" + std::to_string(ino);
+  EXPECT_TRUE(Exists(staged));
+  EXPECT_TRUE(Exists(staged + ".journal"));
+
+  // A later write of that inode on c moves the leftover aside, never over it.
+  // (<ino> and <ino>.journal are then this run's new staging files.)
+  WriteOpen(*c->fs, "f", kRW, {{0, "new"}});
+  int kept = 0;
+  for (const auto& e : std::filesystem::directory_iterator(StagingFolder("c"))) {
+    if (e.path().filename().string().find(".kept-") != std::string::npos) ++kept;
+  }
+  EXPECT_EQ(kept, 2);
+}
+
+TEST_F(StagedRecoveryTest, AWholeRewriteIsRebasedOverACommitMeanwhile) {
+  const std::string base = Random(3 * kChunk, 25);
+  const InodeId ino = WriteFile(A(), "f", base);
+  std::unique_ptr<Node> c = MakeNode("c");
+  const std::string mine = Random(kChunk + 9, 26);
+  WriteOpen(*c->fs, "f", O_WRONLY | O_TRUNC, {{0, mine}});
+  c.reset();
+  absl::StatusOr<OpenReply> pb = B().Open(ino, kRW);
+  ASSERT_TRUE(pb.ok());
+  ASSERT_TRUE(B().Write(ino, pb->fh, 5, "theirs").ok());
+  ASSERT_TRUE(B().Flush(ino, pb->fh).ok());
+  B().Release(ino, pb->fh);
+
+  c = MakeNode("c");
+  EXPECT_TRUE(SameBytes(Cat(A(), "f"), mine));
+  EXPECT_GE(c->fs->Stats().commit_rebases, 1u);
+}
+
 }  // namespace traincache::node
