@@ -61,9 +61,9 @@ absl::Status NodeDaemon::Unmount(const Scope& scope) {
   if (it == mounts_.end()) {
     return absl::NotFoundError(fmt::format("{} is not mounted on this node", scope.ToString()));
   }
-  // The kernel sends the last flushes and releases before the unmount
-  // completes; they commit what is staged.
-  it->second.mount->Unmount();
+  // Refused while a process uses the mount. When it succeeds every file was
+  // closed, so every release (and its commit) has already run.
+  RETURN_IF_ERROR(it->second.mount->Unmount(/*force=*/false));
   mounts_.erase(it);
   return absl::OkStatus();
 }
@@ -103,7 +103,10 @@ void NodeDaemon::Shutdown() {
   }
   std::lock_guard lock(mounts_mu_);
   shut_down_ = true;
-  for (auto& [name, m] : mounts_) m.mount->Unmount();
+  // Forced: a file still open in a container does not keep the daemon from
+  // stopping. Its staged writes stay in the staging folder (journal) and are
+  // committed at the next mount of the scope.
+  for (auto& [name, m] : mounts_) IGNORE_ERROR(m.mount->Unmount(/*force=*/true));
   mounts_.clear();
 }
 

@@ -41,9 +41,12 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
   // Mounts `scope` at <mount_root>/<kind>/<id> (no-op if mounted). Returns
   // the mountpoint and whether it was mounted already.
   absl::StatusOr<std::pair<std::string, bool>> Mount(const Scope& scope, bool create);
+  // FAILED_PRECONDITION/EBUSY while a process uses the mount.
   absl::Status Unmount(const Scope& scope);
   std::map<std::string, uint64_t> Counters();
-  // Stops the admin endpoint and unmounts every scope (committing first).
+  // Stops the admin endpoint and unmounts every scope: cleanly where nothing
+  // uses it (every close already committed), forced where something does
+  // (its staged writes are recovered at the next mount).
   void Shutdown();
 
   grpc::ServerUnaryReactor* MountScope(grpc::CallbackServerContext*,

@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   }
-  // Unmount (the kernel's last releases commit what is staged), then go.
+  // Unmount every scope (see NodeDaemon::Shutdown), then go.
   (*daemon)->Shutdown();
   return exit_code;
 }

@@ -3,11 +3,14 @@
 
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "traincache/status.h"
@@ -298,6 +301,24 @@ void OpRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   fuse_reply_err(req, ToErrno(Fs(req).RemoveXattr(ino, name)));
 }
 
+// The FUSE connection number of the mount at `mountpoint`: the minor device
+// number in /proc/self/mountinfo ("<id> <parent> <major>:<minor> <root> <mp>").
+unsigned ConnectionOf(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  unsigned found = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mp;
+    fields >> id >> parent >> dev >> root >> mp;
+    size_t colon = dev.find(':');
+    if (mp == mountpoint && colon != std::string::npos) {
+      found = static_cast<unsigned>(std::stoul(dev.substr(colon + 1)));  // the last one wins
+    }
+  }
+  return found;
+}
+
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = OpInit;
@@ -362,6 +383,9 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
                                            m->options_.mountpoint));
   }
   m->mounted_ = true;
+  // From mountinfo, not stat(): the loop is not serving yet, so a stat of
+  // the mount would wait for an answer forever.
+  m->connection_ = ConnectionOf(m->options_.mountpoint);
   m->loop_ = std::thread([raw = m.get()] {
     fuse_loop_config* config = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(config, raw->options_.max_threads);
@@ -373,18 +397,44 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   return m;
 }
 
-FuseMount::~FuseMount() { Unmount(); }
+FuseMount::~FuseMount() { IGNORE_ERROR(Unmount(/*force=*/true)); }
 
-void FuseMount::Unmount() {
-  if (!mounted_) return;
+absl::Status FuseMount::Unmount(bool force) {
+  if (!mounted_) return absl::OkStatus();
+  const std::string& mp = options_.mountpoint;
+  // A plain unmount succeeds only when nothing uses the mount; the kernel
+  // then ends the connection, which wakes the loop's threads (ENODEV).
+  if (umount2(mp.c_str(), 0) != 0) {
+    int err = errno;
+    if (err == EBUSY && !force) {
+      return PosixError(EBUSY, fmt::format("{} is in use (open files or working directories)", mp));
+    }
+    if (err == EBUSY) {
+      // Abort the connection, then detach the mount from the tree: without
+      // the abort the loop's threads would wait in read(/dev/fuse) for as
+      // long as a process keeps a file open. MNT_FORCE is how FUSE aborts
+      // (umount_begin); the fusectl "abort" file is the fallback where that
+      // is refused.
+      if (umount2(mp.c_str(), MNT_FORCE) != 0 && errno != EBUSY) {
+        std::string abort_path = fmt::format("/sys/fs/fuse/connections/{}/abort", connection_);
+        if (!(std::ofstream(abort_path) << "1\n")) {
+          spdlog::warn("fuse: cannot abort connection {} of {}", connection_, mp);
+        }
+      }
+      if (umount2(mp.c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
+        spdlog::warn("fuse: lazy unmount of {}: {}", mp, strerror(errno));
+      }
+    } else if (err != EINVAL) {  // EINVAL: already unmounted (by an operator).
+      spdlog::warn("fuse: unmount of {}: {}", mp, strerror(err));
+    }
+  }
   mounted_ = false;
   fuse_session_exit(session_);
-  // Unmounting ends the kernel connection, which wakes the loop's threads.
-  fuse_session_unmount(session_);
   if (loop_.joinable()) loop_.join();
   fuse_session_destroy(session_);
   session_ = nullptr;
-  spdlog::info("unmounted {}", options_.mountpoint);
+  spdlog::info("unmounted {}", mp);
+  return absl::OkStatus();
 }
 
 }  // namespace traincache::fuse

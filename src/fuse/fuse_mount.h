@@ -32,8 +32,13 @@ class FuseMount {
                                                           FuseMountOptions options);
   ~FuseMount();  // Unmounts.
 
-  // Stops the session loop and unmounts (lazily if the mount is busy).
-  void Unmount();
+  // Unmounts and stops the session loop. A mount in use (open files, a
+  // working directory) is FAILED_PRECONDITION (EBUSY) and stays mounted,
+  // unless `force`: then it is detached and its connection aborted, so the
+  // loop ends (processes still using it get ENOTCONN; their staged writes
+  // stay on disk for the next mount). An unmount that succeeded found no open
+  // file, so every release (and its commit) has already run.
+  absl::Status Unmount(bool force = false);
   const std::string& mountpoint() const { return options_.mountpoint; }
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
@@ -47,6 +52,9 @@ class FuseMount {
   struct fuse_session* session_ = nullptr;
   std::thread loop_;
   bool mounted_ = false;
+  // The kernel's connection number (/sys/fs/fuse/connections/<n>), read at
+  // mount: the way to abort a busy connection.
+  unsigned connection_ = 0;
 };
 
 }  // namespace traincache::fuse

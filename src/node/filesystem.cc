@@ -1232,8 +1232,22 @@ void Filesystem::Release(InodeId ino, uint64_t fh) {
       if (inode.ws->dirty && !inode.ws->conflicted && !unreachable) {
         absl::Status s = Commit(inode, *inode.ws);
         if (!s.ok()) {
-          spdlog::error("[{}] ino {}: commit at last close failed, staged changes dropped: {}",
-                        scope_.ToString(), ino, s.ToString());
+          // Nobody is left to tell. A server that could not be reached (or
+          // that may not have applied the commit) is no reason to lose the
+          // data: the staging file and its journal stay and the next Init
+          // commits them. A refusal (conflict, quota, bad input) drops them.
+          bool transient = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+                           absl::IsUnknown(s);
+          if (transient && !inode.ws->conflicted) {
+            spdlog::error(
+                "[{}] ino {}: commit at last close failed, staged changes kept in {} for the "
+                "next mount: {}",
+                scope_.ToString(), ino, inode.ws->path, s.ToString());
+            inode.ws->CloseFiles(/*remove=*/false);
+          } else {
+            spdlog::error("[{}] ino {}: commit at last close failed, staged changes dropped: {}",
+                          scope_.ToString(), ino, s.ToString());
+          }
         }
       }
       DropWriteState(inode);

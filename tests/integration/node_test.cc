@@ -74,6 +74,15 @@ TEST_F(TwoNodeTest, AdminSocketMountsUnmountsAndCounts) {
   EXPECT_NE(ReadFile(log).find("team:t1 " + mp), std::string::npos);
   ASSERT_EQ(cli({"stats"}), 0);
   EXPECT_NE(ReadFile(log).find("scope.team:t1.commits 1"), std::string::npos) << ReadFile(log);
+  {
+    // In use: refused, and the mount stays.
+    int fd = open((mp + "/shared.txt").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(cli({"unmount-scope", "team:t1"}), 1);
+    EXPECT_NE(ReadFile(log).find("in use"), std::string::npos) << ReadFile(log);
+    EXPECT_TRUE(IsMounted(mp));
+    close(fd);
+  }
   ASSERT_EQ(cli({"unmount-scope", "team:t1"}), 0);
   EXPECT_FALSE(IsMounted(mp));
   EXPECT_EQ(cli({"unmount-scope", "team:t1"}), 1);  // Not mounted any more.
@@ -112,6 +121,21 @@ TEST_F(TwoNodeTest, NamespaceOperationsThroughTheMount) {
   struct statvfs vfs {};
   ASSERT_EQ(statvfs(mnt_b_.c_str(), &vfs), 0);
   EXPECT_EQ(uint64_t{vfs.f_blocks} * vfs.f_frsize, 1'000'000'000'000ull / 4096 * 4096);
+}
+
+TEST_F(TwoNodeTest, SigtermStopsTheDaemonEvenWithAFileOpenOnItsMount) {
+  ASSERT_EQ(WriteFile(mnt_b_ + "/held.txt", "held"), 0);
+  int fd = open((mnt_b_ + "/held.txt").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto start = std::chrono::steady_clock::now();
+  int status = b_->Stop();  // SIGTERM; -1 would mean it had to be killed
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  EXPECT_FALSE(IsMounted(mnt_b_));
+  char c;
+  EXPECT_EQ(read(fd, &c, 1), -1);  // The connection is gone (ENOTCONN).
+  close(fd);
+  EXPECT_EQ(ReadFile(mnt_a_ + "/held.txt"), "held");
 }
 
 }  // namespace
