@@ -222,6 +222,7 @@ void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, b
   Filesystem& fs = Fs(req);
   std::vector<char> buf(size);
   size_t used = 0;
+  std::vector<InodeId> looked_up;  // readdirplus entries that counted a lookup
   absl::Status status =
       fs.ReadDir(fi->fh, static_cast<uint64_t>(off), plus, [&](const node::DirListEntry& e) {
         std::string name(e.name);
@@ -245,10 +246,15 @@ void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, b
         }
         if (need > size - used) return false;  // Did not fit: not sent, not counted.
         used += need;
+        if (plus && e.attr) looked_up.push_back(e.ino);
         return true;
       });
   if (!status.ok()) return ReplyErr(req, status);
-  fuse_reply_buf(req, buf.data(), used);
+  if (fuse_reply_buf(req, buf.data(), used) != 0) {
+    // The reply never reached the kernel (interrupted): it will not forget
+    // entries it never saw, so the lookups they counted are dropped here.
+    for (InodeId ino : looked_up) fs.Forget(ino, 1);
+  }
 }
 
 void OpReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
