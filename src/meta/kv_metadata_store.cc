@@ -82,6 +82,21 @@ absl::Status ValidateXattrName(std::string_view name) {
 // The content of a file resized to `size` (truncate(2)): shrinking keeps a
 // prefix of the new last chunk by lowering its length; extending raises the
 // old last chunk's length (its missing bytes read as zeros) and appends holes.
+// Replaces `ino`'s chunk map `old` with `fresh` in `txn`: quota check on the
+// content bytes, references moved (a chunk in both keeps its count), usage
+// accounted. Nothing is written if the quota refuses.
+absl::Status ReplaceContent(MetaTxn& txn, InodeId ino, const StoredChunkMap& old,
+                            const StoredChunkMap& fresh) {
+  uint64_t old_bytes = ContentBytes(old);
+  uint64_t new_bytes = ContentBytes(fresh);
+  RETURN_IF_ERROR(CheckQuota(txn.meta(), old_bytes, new_bytes));
+  txn.AddRefs(old, -1);
+  txn.AddRefs(fresh, +1);
+  txn.AccountBytes(old_bytes, new_bytes);
+  txn.PutChunkMap(ino, fresh);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StoredChunkMap> Resize(const StoredChunkMap& old, uint64_t size, InodeId ino) {
   const uint64_t cs = old.chunk_size;
   if (size > kMaxFileChunks * cs) {
@@ -342,13 +357,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::SetAttr(const Scope& scope, InodeId i
       // truncate(2) changes mtime only if the size changes.
       if (*req.size != old.size) {
         ASSIGN_OR_RETURN(StoredChunkMap resized, Resize(old, *req.size, ino));
-        uint64_t old_bytes = ContentBytes(old);
-        uint64_t new_bytes = ContentBytes(resized);
-        RETURN_IF_ERROR(CheckQuota(txn.meta(), old_bytes, new_bytes));
-        txn.AddRefs(old, -1);
-        txn.AddRefs(resized, +1);
-        txn.AccountBytes(old_bytes, new_bytes);
-        txn.PutChunkMap(ino, resized);
+        RETURN_IF_ERROR(ReplaceContent(txn, ino, old, resized));
         rec->attr.size = *req.size;
         txn.Touch(rec, /*modified=*/true);
       }
@@ -790,13 +799,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::CommitContent(const Scope& scope, Ino
       bool truncated = ref.id && cut.count({*ref.id, ref.length}) > 0;
       fresh.chunks.push_back(StoredChunk{ref, truncated});
     }
-    uint64_t old_bytes = ContentBytes(old);
-    uint64_t new_bytes = ContentBytes(fresh);
-    RETURN_IF_ERROR(CheckQuota(txn.meta(), old_bytes, new_bytes));
-    txn.AddRefs(old, -1);
-    txn.AddRefs(fresh, +1);
-    txn.AccountBytes(old_bytes, new_bytes);
-    txn.PutChunkMap(ino, fresh);
+    RETURN_IF_ERROR(ReplaceContent(txn, ino, old, fresh));
     rec->attr.size = size;
     txn.Touch(rec, /*modified=*/true);
     rec->attr.mtime = mtime;
