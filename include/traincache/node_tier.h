@@ -43,6 +43,7 @@ struct TierStats {
   uint64_t used_bytes = 0;  // Bytes of present chunks.
   uint64_t images = 0;
   uint64_t hits = 0;        // Reads served from the tier.
+  uint64_t hit_bytes = 0;   // Bytes those reads returned.
   uint64_t misses = 0;      // Reads that found the chunk absent.
   uint64_t evicted_bytes = 0;
   uint64_t corrupt_chunks = 0;  // Chunks that failed verification and were dropped.

@@ -42,6 +42,9 @@ class Scope {
 
 // OK iff `id` matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
 absl::Status ValidateScopeId(std::string_view id);
+// The same rule for the other ids of the system (job ids, cluster names, GPU
+// types); INVALID_ARGUMENT whose message starts with `what` ("job id").
+absl::Status ValidateId(std::string_view id, std::string_view what);
 
 // OK iff `name` can be one directory entry: 1..255 bytes, no '/', no NUL, not
 // "." or "..". INVALID_ARGUMENT (ENAMETOOLONG payload for long names) else.

@@ -27,6 +27,9 @@ inline constexpr std::string_view kErrnoPayload = "traincache.dev/errno";
 // NOT_FOUND, EEXIST -> ALREADY_EXISTS, ...) and whose payload records `err`.
 absl::Status PosixError(int err, std::string_view message);
 
+// PosixError(err, "<what>: <strerror(err)>"): a failed system call.
+absl::Status ErrnoStatus(int err, std::string_view what);
+
 // Returns the errno recorded by PosixError, if any.
 std::optional<int> ErrnoOf(const absl::Status& status);
 

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 
+#include <fmt/ranges.h>
+
 #include "rpc/status_convert.h"
 #include "traincache/status.h"
 
@@ -13,6 +15,10 @@ namespace traincache::cli {
 absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions options) {
   std::unique_ptr<NodeDaemon> d(new NodeDaemon(std::move(options)));
   d->client_ = std::make_unique<rpc::GrpcClusterClient>(d->options_.client);
+  d->server_ = std::make_unique<rpc::ServerClient>(
+      rpc::ClientOptions{.target = d->options_.client.target,
+                         .token = d->options_.client.token,
+                         .deadline = std::chrono::seconds(10)});
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
                                                      node::ChunkFetcher::Options{});
@@ -32,27 +38,43 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
     // Root only: the socket mounts and unmounts caches.
     chmod(d->options_.admin_socket.c_str(), 0600);
   }
+  d->housekeeper_ = std::thread([raw = d.get()] { raw->HousekeepingLoop(); });
   return d;
 }
 
 NodeDaemon::~NodeDaemon() { Shutdown(); }
 
-absl::StatusOr<std::pair<std::string, bool>> NodeDaemon::Mount(const Scope& scope, bool create) {
-  std::lock_guard lock(mounts_mu_);
+absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(const Scope& scope,
+                                                                            bool create) {
   if (shut_down_) return absl::UnavailableError("the node daemon is shutting down");
   auto it = mounts_.find(scope.ToString());
-  if (it != mounts_.end()) return std::make_pair(it->second.mountpoint, true);
-  Mounted m;
-  m.mountpoint = fmt::format("{}/{}/{}", options_.mount_root, scope.kind_name(), scope.id());
-  m.fs = std::make_unique<node::Filesystem>(
+  if (it != mounts_.end()) {
+    if (!it->second->fs->scope_deleted()) return it->second;
+    // The scope was deleted under this mount: whoever mounts it now wants
+    // the new one. Processes still in the old mount get ENOTCONN.
+    IGNORE_ERROR(it->second->mount->Unmount(/*force=*/true));
+    mounts_.erase(it);
+  }
+  auto m = std::make_shared<Mounted>(
+      scope, fmt::format("{}/{}/{}", options_.mount_root, scope.kind_name(), scope.id()));
+  m->fs = std::make_unique<node::Filesystem>(
       scope, client_.get(), fetcher_.get(), tier_.get(),
       node::FilesystemOptions{.staging_dir = options_.staging_dir, .create_scope = create});
-  RETURN_IF_ERROR(m.fs->Init().status());
-  ASSIGN_OR_RETURN(m.mount,
-                   fuse::FuseMount::Mount(m.fs.get(), fuse::FuseMountOptions{.mountpoint = m.mountpoint}));
-  std::string mountpoint = m.mountpoint;
-  mounts_.emplace(scope.ToString(), std::move(m));
-  return std::make_pair(mountpoint, false);
+  RETURN_IF_ERROR(m->fs->Init().status());
+  ASSIGN_OR_RETURN(m->mount, fuse::FuseMount::Mount(
+                                 m->fs.get(), fuse::FuseMountOptions{.mountpoint = m->mountpoint}));
+  known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
+  mounts_.emplace(scope.ToString(), m);
+  return m;
+}
+
+absl::StatusOr<std::pair<std::string, bool>> NodeDaemon::Mount(const Scope& scope, bool create) {
+  std::lock_guard lock(mounts_mu_);
+  bool already = mounts_.count(scope.ToString()) > 0;
+  ASSIGN_OR_RETURN(std::shared_ptr<Mounted> m, MountLocked(scope, create));
+  m->manual = true;
+  m->idle_since.reset();
+  return std::make_pair(m->mountpoint, already);
 }
 
 absl::Status NodeDaemon::Unmount(const Scope& scope) {
@@ -61,11 +83,222 @@ absl::Status NodeDaemon::Unmount(const Scope& scope) {
   if (it == mounts_.end()) {
     return absl::NotFoundError(fmt::format("{} is not mounted on this node", scope.ToString()));
   }
+  if (!it->second->jobs.empty()) {
+    return absl::FailedPreconditionError(
+        fmt::format("{} is used by attached jobs ({}); detach them first", scope.ToString(),
+                    fmt::join(it->second->jobs, ", ")));
+  }
   // Refused while a process uses the mount. When it succeeds every file was
   // closed, so every release (and its commit) has already run.
-  RETURN_IF_ERROR(it->second.mount->Unmount(/*force=*/false));
+  RETURN_IF_ERROR(it->second->mount->Unmount(/*force=*/false));
   mounts_.erase(it);
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::AttachJobResponse> NodeDaemon::Attach(const v1::AttachJobRequest& req) {
+  RETURN_IF_ERROR(ValidateId(req.job_id(), "job id"));
+  ASSIGN_OR_RETURN(Scope project, Scope::Make(ScopeKind::kProject, req.project()));
+  std::optional<Scope> team;
+  if (!req.team().empty()) {
+    ASSIGN_OR_RETURN(team, Scope::Make(ScopeKind::kTeam, req.team()));
+  }
+  if (options_.scratch_dir.empty()) {
+    return absl::FailedPreconditionError(
+        "this node daemon has no --scratch-dir: it cannot attach jobs");
+  }
+  std::vector<Scope> scopes = {project};
+  if (team) scopes.push_back(*team);
+
+  std::lock_guard lock(mounts_mu_);
+  if (auto it = jobs_.find(req.job_id()); it != jobs_.end()) {
+    if (it->second.scopes != scopes) {
+      return absl::AlreadyExistsError(
+          fmt::format("job {} is attached already, with other caches", req.job_id()));
+    }
+    v1::AttachJobResponse again = it->second.answer;
+    again.set_already_attached(true);
+    return again;
+  }
+
+  // Where may it run? The server decides (affinity pins) before anything is
+  // mounted, so a refused job changes nothing on this node.
+  v1::AttachRequest ask;
+  ask.set_project(req.project());
+  ask.set_team(req.team());
+  ask.set_gpu_type(req.gpu_type());
+  ask.set_require_cache_affinity(req.require_cache_affinity());
+  ask.set_job_id(req.job_id());
+  v1::AttachResponse decided;
+  RETURN_IF_ERROR(server_->Call(&v1::Cluster::Stub::Attach, server_->cluster(), ask, &decided));
+
+  std::vector<std::shared_ptr<Mounted>> mounted;
+  for (const Scope& scope : scopes) {
+    auto m = MountLocked(scope, /*create=*/true);
+    if (!m.ok()) {
+      // Undo: a mount made for this job alone goes again (after the grace).
+      for (auto& done : mounted) {
+        if (done->jobs.empty() && !done->manual && !done->idle_since) {
+          done->idle_since = Clock::now();
+        }
+      }
+      return m.status();
+    }
+    mounted.push_back(*m);
+  }
+  std::string scratch = fmt::format("{}/{}", options_.scratch_dir, req.job_id());
+  std::error_code ec;
+  std::filesystem::create_directories(scratch, ec);
+  if (ec) {
+    return PosixError(ec.value(),
+                      fmt::format("cannot make scratch folder {}: {}", scratch, ec.message()));
+  }
+  chmod(scratch.c_str(), 0755);
+
+  v1::AttachJobResponse out;
+  out.set_cluster(decided.cluster());
+  out.set_pinned_cluster(decided.pinned_cluster());
+  out.set_pinned_now(decided.pinned_now());
+  out.set_warm(decided.warm());
+  out.set_message(decided.message());
+  out.set_project_mountpoint(mounted[0]->mountpoint);
+  if (team) out.set_team_mountpoint(mounted[1]->mountpoint);
+  out.set_scratch_dir(scratch);
+  auto bind = [&](const std::string& source, const char* target) {
+    auto* b = out.add_binds();
+    b->set_source(source);
+    b->set_target(target);
+  };
+  auto& env = *out.mutable_env();
+  bind(mounted[0]->mountpoint, kContainerProjectDir);
+  env["BT_PROJECT_CACHE_DIR"] = kContainerProjectDir;
+  if (team) {
+    bind(mounted[1]->mountpoint, kContainerTeamDir);
+    env["BT_TEAM_CACHE_DIR"] = kContainerTeamDir;
+  }
+  bind(scratch, kContainerScratchDir);
+  env["BT_SCRATCH_DIR"] = kContainerScratchDir;
+  env["HF_HOME"] = fmt::format("{}/huggingface", kContainerProjectDir);
+
+  for (auto& m : mounted) {
+    m->jobs.insert(req.job_id());
+    m->idle_since.reset();
+  }
+  jobs_[req.job_id()] = Job{.scopes = scopes, .scratch = scratch, .answer = out};
+  spdlog::info("job {} attached: {}", req.job_id(), decided.message());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> NodeDaemon::Detach(const std::string& job_id) {
+  RETURN_IF_ERROR(ValidateId(job_id, "job id"));
+  std::lock_guard lock(mounts_mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(fmt::format("job {} is not attached on this node", job_id));
+  }
+  // The job's writes first: every staged change of its scopes is committed
+  // (other jobs' too: a scope cannot tell them apart, and it does no harm).
+  for (const Scope& scope : it->second.scopes) {
+    auto m = mounts_.find(scope.ToString());
+    if (m == mounts_.end() || m->second->fs->scope_deleted()) continue;
+    absl::Status committed = m->second->fs->CommitAll();
+    if (!committed.ok()) {
+      return absl::Status(committed.code(),
+                          fmt::format("job {} stays attached: committing its writes to {}: {}",
+                                      job_id, scope.ToString(),
+                                      std::string(committed.message())));
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(it->second.scratch, ec);
+  if (ec) {
+    spdlog::warn("job {}: cannot remove scratch folder {}: {}", job_id, it->second.scratch,
+                 ec.message());
+  }
+  std::vector<std::string> released;
+  for (const Scope& scope : it->second.scopes) {
+    auto m = mounts_.find(scope.ToString());
+    if (m == mounts_.end()) continue;
+    m->second->jobs.erase(job_id);
+    if (m->second->jobs.empty() && !m->second->manual) {
+      m->second->idle_since = Clock::now();
+      released.push_back(scope.ToString());
+    }
+  }
+  jobs_.erase(it);
+  spdlog::info("job {} detached", job_id);
+  return released;
+}
+
+void NodeDaemon::HousekeepingLoop() {
+  Clock::time_point next_check = Clock::now();
+  std::unique_lock lock(stop_mu_);
+  while (!stopping_) {
+    stop_cv_.wait_for(lock, std::chrono::milliseconds(200));
+    if (stopping_) break;
+    lock.unlock();
+    UnmountIdle();
+    if (Clock::now() >= next_check) {
+      CheckScopes();
+      next_check = Clock::now() + options_.scope_check_interval;
+    }
+    lock.lock();
+  }
+}
+
+void NodeDaemon::UnmountIdle() {
+  std::lock_guard lock(mounts_mu_);
+  for (auto it = mounts_.begin(); it != mounts_.end();) {
+    Mounted& m = *it->second;
+    if (!m.idle_since || Clock::now() - *m.idle_since < options_.unmount_grace) {
+      ++it;
+      continue;
+    }
+    absl::Status status = m.mount->Unmount(/*force=*/false);
+    if (!status.ok()) {
+      // Still in use (a process kept a file open past its job): try again
+      // at the next pass.
+      spdlog::debug("{}: idle but busy, stays mounted: {}", it->first, status.ToString());
+      ++it;
+      continue;
+    }
+    spdlog::info("{}: unmounted, no job has used it for {} ms", it->first,
+                 options_.unmount_grace.count());
+    it = mounts_.erase(it);
+  }
+}
+
+void NodeDaemon::CheckScopes() {
+  std::map<std::string, std::pair<Scope, uint64_t>> known;
+  {
+    std::lock_guard lock(mounts_mu_);
+    known = known_scopes_;
+  }
+  for (const auto& [name, entry] : known) {
+    v1::OpenScopeRequest req;
+    req.set_scope(name);
+    req.set_create(false);
+    v1::OpenScopeResponse resp;
+    absl::Status status = server_->Call(&v1::Namespace::Stub::OpenScope, server_->ns(), req, &resp);
+    // Only the server's word that the scope is gone (or is another one now)
+    // counts; an unreachable server says nothing.
+    bool gone = status.code() == absl::StatusCode::kNotFound ||
+                (status.ok() && resp.generation() != entry.second);
+    if (!gone) continue;
+    std::lock_guard lock(mounts_mu_);
+    auto k = known_scopes_.find(name);
+    if (k == known_scopes_.end() || k->second.second != entry.second) continue;  // remounted
+    known_scopes_.erase(k);
+    if (auto m = mounts_.find(name); m != mounts_.end()) {
+      std::vector<InodeId> inodes = m->second->fs->MarkScopeDeleted();
+      inodes.push_back(kRootInode);
+      m->second->mount->InvalidateInodes(inodes);
+    }
+    absl::Status dropped = tier_->DropScope(entry.first);
+    if (!dropped.ok()) {
+      spdlog::error("{}: cannot drop its node tier images: {}", name, dropped.ToString());
+    }
+    spdlog::warn("{}: gone from the server: its node tier images are dropped", name);
+  }
 }
 
 std::map<std::string, uint64_t> NodeDaemon::Counters() {
@@ -75,6 +308,7 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
   out["tier.used_bytes"] = t.used_bytes;
   out["tier.images"] = t.images;
   out["tier.hits"] = t.hits;
+  out["tier.hit_bytes"] = t.hit_bytes;
   out["tier.misses"] = t.misses;
   out["tier.evicted_bytes"] = t.evicted_bytes;
   out["tier.corrupt_chunks"] = t.corrupt_chunks;
@@ -85,8 +319,10 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
   out["fetch.prefetches"] = f.prefetches;
   out["fetch.verify_failures"] = f.verify_failures;
   std::lock_guard lock(mounts_mu_);
+  out["node.mounts"] = mounts_.size();
+  out["node.jobs"] = jobs_.size();
   for (const auto& [name, m] : mounts_) {
-    node::FilesystemStats s = m.fs->Stats();
+    node::FilesystemStats s = m->fs->Stats();
     out[fmt::format("scope.{}.commits", name)] = s.commits;
     out[fmt::format("scope.{}.commit_conflicts", name)] = s.commit_conflicts;
     out[fmt::format("scope.{}.commit_rebases", name)] = s.commit_rebases;
@@ -101,12 +337,18 @@ void NodeDaemon::Shutdown() {
     admin_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     admin_.reset();
   }
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (housekeeper_.joinable()) housekeeper_.join();
   std::lock_guard lock(mounts_mu_);
   shut_down_ = true;
   // Forced: a file still open in a container does not keep the daemon from
   // stopping. Its staged writes stay in the staging folder (journal) and are
   // committed at the next mount of the scope.
-  for (auto& [name, m] : mounts_) IGNORE_ERROR(m.mount->Unmount(/*force=*/true));
+  for (auto& [name, m] : mounts_) IGNORE_ERROR(m->mount->Unmount(/*force=*/true));
   mounts_.clear();
 }
 
@@ -145,7 +387,9 @@ grpc::ServerUnaryReactor* NodeDaemon::ListMounts(grpc::CallbackServerContext* ct
     for (const auto& [name, m] : mounts_) {
       auto* out = resp->add_mounts();
       out->set_scope(name);
-      out->set_mountpoint(m.mountpoint);
+      out->set_mountpoint(m->mountpoint);
+      for (const std::string& job : m->jobs) out->add_jobs(job);
+      out->set_manual(m->manual);
     }
   }
   auto* reactor = ctx->DefaultReactor();
@@ -162,4 +406,27 @@ grpc::ServerUnaryReactor* NodeDaemon::GetNodeStats(grpc::CallbackServerContext* 
   return reactor;
 }
 
+grpc::ServerUnaryReactor* NodeDaemon::Attach(grpc::CallbackServerContext* ctx,
+                                             const v1::AttachJobRequest* req,
+                                             v1::AttachJobResponse* resp) {
+  absl::StatusOr<v1::AttachJobResponse> answer = Attach(*req);
+  if (answer.ok()) *resp = *std::move(answer);
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(rpc::ToGrpcStatus(answer.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* NodeDaemon::Detach(grpc::CallbackServerContext* ctx,
+                                             const v1::DetachJobRequest* req,
+                                             v1::DetachJobResponse* resp) {
+  absl::StatusOr<std::vector<std::string>> released = Detach(req->job_id());
+  if (released.ok()) {
+    for (const std::string& scope : *released) resp->add_released_scopes(scope);
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(rpc::ToGrpcStatus(released.status()));
+  return reactor;
+}
+
 }  // namespace traincache::cli
+

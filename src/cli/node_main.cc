@@ -6,6 +6,8 @@
 //                   --tier-dir DIR --staging-dir DIR [--tier-capacity-bytes N]
 //                   [--scope project:ID ...] [--outage-timeout-seconds S]
 //                   [--admin-socket /run/traincache/node.sock]
+//                   [--scratch-dir DIR] [--unmount-grace-seconds S]
+//                   [--scope-check-interval-ms MS]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first).
@@ -43,6 +45,15 @@ int main(int argc, char** argv) {
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin endpoint (mount-scope, unmount-scope, stats); "
                  "empty: none");
+  std::string scratch_dir;
+  uint32_t unmount_grace_seconds = 60, scope_check_interval_ms = 2000;
+  app.add_option("--scratch-dir", scratch_dir,
+                 "where attached jobs get their scratch folders (node NVMe); empty: no attach");
+  app.add_option("--unmount-grace-seconds", unmount_grace_seconds,
+                 "a scope no attached job uses is unmounted after this long");
+  app.add_option("--scope-check-interval-ms", scope_check_interval_ms,
+                 "how often mounted scopes are checked for deletion on the server")
+      ->check(CLI::Range(100u, 3'600'000u));
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -76,7 +87,10 @@ int main(int argc, char** argv) {
       .mount_root = mount_root,
       .staging_dir = staging_dir,
       .tier = {.dir = tier_dir, .capacity_bytes = tier_capacity},
-      .admin_socket = admin_socket});
+      .admin_socket = admin_socket,
+      .scratch_dir = scratch_dir,
+      .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
+      .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms)});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;

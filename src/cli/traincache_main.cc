@@ -7,11 +7,17 @@
 //   traincache ... quota get <scope> | quota set <scope> <bytes>
 //   traincache ... delete-scope <scope> --yes
 //   traincache ... server-stats
+//   traincache ... pin show|clear <project> | pin set <project> <cluster>
+//   traincache ... delete-project <project> --yes
 // Node commands (talk to the local traincache-node's admin socket):
+//   traincache attach --project P [--team T] --gpu H100 --job J
+//                     [--require-cache-affinity=false] [-o env|json]
+//   traincache detach --job J
+//   traincache warmup <path>                         read a tree into the node tier
 //   traincache [--node-socket S] mount-scope <scope> [--no-create]
 //   traincache ... unmount-scope <scope>
 //   traincache ... mounts
-//   traincache ... stats                             node tier, fetch, scope counters
+//   traincache ... stats                             node tier use, hit ratio, per scope
 // ADDR, F and S default to $TRAINCACHE_SERVER, $TRAINCACHE_TOKEN_FILE and
 // $TRAINCACHE_NODE_SOCKET (else /run/traincache/node.sock).
 // Exit codes: 0 success, 1 the operation failed (message on stderr), 2 usage.
@@ -23,6 +29,7 @@
 #include <iostream>
 #include <random>
 
+#include "cli/job_commands.h"
 #include "rpc/client.h"
 #include "traincache/v1/node_admin.grpc.pb.h"
 #include "traincache/status.h"
@@ -98,33 +105,31 @@ absl::Status Usage(rpc::ServerClient& client, const std::string& scope) {
 
 absl::Status NodeCommand(const std::string& socket, const std::string& command,
                          const std::string& scope_text, bool create) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  auto stub = v1::NodeAdmin::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto stub = NodeAdminStub(socket);
+  auto ctx = NodeAdminContext();
   if (command == "mount-scope") {
     v1::MountScopeRequest req;
     req.set_scope(scope_text);
     req.set_create(create);
     v1::MountScopeResponse resp;
-    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->MountScope(&ctx, req, &resp)));
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->MountScope(ctx.get(), req, &resp)));
     std::cout << scope_text << " " << (resp.already_mounted() ? "already mounted" : "mounted")
               << " at " << resp.mountpoint() << "\n";
   } else if (command == "unmount-scope") {
     v1::UnmountScopeRequest req;
     req.set_scope(scope_text);
     v1::UnmountScopeResponse resp;
-    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->UnmountScope(&ctx, req, &resp)));
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->UnmountScope(ctx.get(), req, &resp)));
     std::cout << scope_text << " unmounted\n";
-  } else if (command == "mounts") {
-    v1::ListMountsResponse resp;
-    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->ListMounts(&ctx, {}, &resp)));
-    for (const auto& m : resp.mounts()) std::cout << m.scope() << " " << m.mountpoint() << "\n";
   } else {
-    v1::GetNodeStatsResponse resp;
-    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->GetNodeStats(&ctx, {}, &resp)));
-    std::map<std::string, uint64_t> sorted(resp.counters().begin(), resp.counters().end());
-    for (const auto& [name, value] : sorted) std::cout << name << " " << value << "\n";
+    v1::ListMountsResponse resp;
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(stub->ListMounts(ctx.get(), {}, &resp)));
+    for (const auto& m : resp.mounts()) {
+      std::cout << m.scope() << " " << m.mountpoint() << (m.manual() ? " (by hand)" : "");
+      if (m.jobs_size() > 0) std::cout << " jobs:";
+      for (const auto& job : m.jobs()) std::cout << " " << job;
+      std::cout << "\n";
+    }
   }
   return absl::OkStatus();
 }
@@ -181,9 +186,59 @@ int main(int argc, char** argv) {
   unmount_scope->add_option("scope", scope)->required();
   auto* mounts = app.add_subcommand("mounts", "scopes mounted on this node");
   auto* stats = app.add_subcommand("stats", "this node's counters: tier, fetches, commits");
+
+  v1::AttachJobRequest attach_req;
+  bool require_affinity = true;
+  std::string attach_format = "env";
+  auto* attach = app.add_subcommand("attach", "attach a job: mount its caches, print its env");
+  attach->add_option("--project", *attach_req.mutable_project(), "project id")->required();
+  attach->add_option("--team", *attach_req.mutable_team(), "team id");
+  attach->add_option("--gpu", *attach_req.mutable_gpu_type(), "GPU type, e.g. H100")->required();
+  attach->add_option("--job", *attach_req.mutable_job_id(), "job id")->required();
+  attach->add_option("--require-cache-affinity", require_affinity,
+                     "refuse to run away from the project's pinned cluster (default true)");
+  attach->add_option("-o,--output", attach_format, "env or json")
+      ->check(CLI::IsMember({"env", "json"}));
+  std::string job_id;
+  auto* detach = app.add_subcommand("detach", "commit a job's writes, drop its scratch folder");
+  detach->add_option("--job", job_id, "job id")->required();
+  std::string warm_path;
+  auto* warmup = app.add_subcommand("warmup", "read a tree on a traincache mount into the node tier");
+  warmup->add_option("path", warm_path)->required();
+  bool no_progress = false;
+  warmup->add_flag("--no-progress", no_progress, "no progress bar");
+
+  std::string project, pin_cluster;
+  auto* pin = app.add_subcommand("pin", "show, set or clear a project's cluster affinity pin");
+  pin->require_subcommand(1);
+  auto* pin_show = pin->add_subcommand("show", "where the project is pinned");
+  pin_show->add_option("project", project)->required();
+  auto* pin_set = pin->add_subcommand("set", "move the pin (the old cluster's data stays)");
+  pin_set->add_option("project", project)->required();
+  pin_set->add_option("cluster", pin_cluster)->required();
+  auto* pin_clear = pin->add_subcommand("clear", "remove the pin");
+  pin_clear->add_option("project", project)->required();
+  auto* delete_project =
+      app.add_subcommand("delete-project", "permanently delete a project's cache everywhere");
+  delete_project->add_option("project", project)->required();
+  delete_project->add_flag("--yes", yes, "confirm");
   CLI11_PARSE(app, argc, argv);
 
-  for (CLI::App* node_cmd : {mount_scope, unmount_scope, mounts, stats}) {
+  auto report = [](const absl::Status& status) {
+    if (status.ok()) return 0;
+    std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "
+              << status.message() << "\n";
+    return 1;
+  };
+  if (*attach) {
+    attach_req.set_require_cache_affinity(require_affinity);
+    return report(cli::AttachJob(node_socket, attach_req, attach_format));
+  }
+  if (*detach) return report(cli::DetachJob(node_socket, job_id));
+  if (*warmup) return report(cli::Warmup(warm_path, !no_progress));
+  if (*stats) return report(cli::NodeStats(node_socket));
+
+  for (CLI::App* node_cmd : {mount_scope, unmount_scope, mounts}) {
     if (!*node_cmd) continue;
     absl::Status status = cli::NodeCommand(node_socket, node_cmd->get_name(), scope, !no_create);
     if (!status.ok()) {
@@ -233,6 +288,16 @@ int main(int argc, char** argv) {
     if (status.ok()) std::cout << "deleted " << scope << " (" << resp.chunks_deleted() << " chunks)\n";
   } else if (*server_stats) {
     status = cli::Stats(client);
+  } else if (*pin) {
+    status = cli::PinCommand(client, *pin_show ? "show" : *pin_set ? "set" : "clear", project,
+                             pin_cluster);
+  } else if (*delete_project) {
+    if (!yes) {
+      std::cerr << "traincache: delete-project removes project " << project
+                << "'s cache, pin and quota permanently, on every node; add --yes to confirm\n";
+      return 2;
+    }
+    status = cli::DeleteProject(client, project);
   }
   if (!status.ok()) {
     std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "

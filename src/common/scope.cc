@@ -16,19 +16,21 @@ bool IsIdChar(char c, bool first) {
 
 }  // namespace
 
-absl::Status ValidateScopeId(std::string_view id) {
+absl::Status ValidateId(std::string_view id, std::string_view what) {
   if (id.empty() || id.size() > 128) {
     return absl::InvalidArgumentError(
-        fmt::format("scope id must be 1..128 characters, got {}", id.size()));
+        fmt::format("{} must be 1..128 characters, got {}", what, id.size()));
   }
   for (size_t i = 0; i < id.size(); ++i) {
     if (!IsIdChar(id[i], i == 0)) {
       return absl::InvalidArgumentError(
-          "scope id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}");
+          fmt::format("{} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}", what));
     }
   }
   return absl::OkStatus();
 }
+
+absl::Status ValidateScopeId(std::string_view id) { return ValidateId(id, "scope id"); }
 
 absl::Status ValidateName(std::string_view name) {
   if (name.empty()) return PosixError(EINVAL, "empty name");

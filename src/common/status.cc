@@ -1,7 +1,10 @@
 #include "traincache/status.h"
 
 #include <cerrno>
+#include <fmt/format.h>
+
 #include <charconv>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/cord.h"
@@ -47,6 +50,10 @@ absl::Status PosixError(int err, std::string_view message) {
   absl::Status status(CodeForErrno(err), std::string(message));
   status.SetPayload(std::string(kErrnoPayload), absl::Cord(std::to_string(err)));
   return status;
+}
+
+absl::Status ErrnoStatus(int err, std::string_view what) {
+  return PosixError(err, fmt::format("{}: {}", what, std::strerror(err)));
 }
 
 std::optional<int> ErrnoOf(const absl::Status& status) {

@@ -405,6 +405,17 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
 
 FuseMount::~FuseMount() { IGNORE_ERROR(Unmount(/*force=*/true)); }
 
+void FuseMount::InvalidateInodes(const std::vector<uint64_t>& inodes) {
+  if (!session_) return;
+  for (uint64_t ino : inodes) {
+    // -ENOENT: the kernel already forgot it; nothing to drop.
+    int rc = fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0);
+    if (rc != 0 && rc != -ENOENT) {
+      spdlog::debug("{}: cannot invalidate inode {}: {}", options_.mountpoint, ino, strerror(-rc));
+    }
+  }
+}
+
 absl::Status FuseMount::Unmount(bool force) {
   if (!mounted_) return absl::OkStatus();
   const std::string& mp = options_.mountpoint;

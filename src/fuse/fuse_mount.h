@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "node/filesystem.h"
@@ -40,6 +41,9 @@ class FuseMount {
   // file, so every release (and its commit) has already run.
   absl::Status Unmount(bool force = false);
   const std::string& mountpoint() const { return options_.mountpoint; }
+  // Tells the kernel to drop what it caches of these inodes (attributes and
+  // pages), so its next access asks the daemon. Not from inside a callback.
+  void InvalidateInodes(const std::vector<uint64_t>& inodes);
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
   struct fuse_session* session() const { return session_; }

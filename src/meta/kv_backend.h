@@ -99,6 +99,13 @@ class KvBackend {
   virtual void CompactRange(const std::string& begin, const std::string& end) {}
 };
 
+// The std::map backend (memory_metadata_store.cc). Never fails.
+std::unique_ptr<KvBackend> NewMemoryKvBackend();
+// Opens (creating) a RocksDB at `path` (rocks_metadata_store.cc): writes
+// unsynced, WaitDurable syncs the WAL (shared by concurrent callers).
+// INTERNAL/DATA_LOSS naming the path if it cannot be opened.
+absl::StatusOr<std::unique_ptr<KvBackend>> OpenRocksKvBackend(const std::string& path);
+
 }  // namespace traincache::meta
 
 #endif  // TRAINCACHE_META_KV_BACKEND_H_

@@ -157,10 +157,13 @@ std::unique_ptr<KvIterator> MemoryView::NewIterator(std::string lower, std::stri
 }
 
 }  // namespace
+
+std::unique_ptr<KvBackend> NewMemoryKvBackend() { return std::make_unique<MemoryKvBackend>(); }
+
 }  // namespace meta
 
 std::unique_ptr<MetadataStore> NewMemoryMetadataStore() {
-  return std::make_unique<meta::KvMetadataStore>(std::make_unique<meta::MemoryKvBackend>());
+  return std::make_unique<meta::KvMetadataStore>(meta::NewMemoryKvBackend());
 }
 
 }  // namespace traincache

@@ -173,28 +173,33 @@ class RocksKvBackend : public KvBackend {
 };
 
 }  // namespace
-}  // namespace meta
 
-absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path) {
+absl::StatusOr<std::unique_ptr<KvBackend>> OpenRocksKvBackend(const std::string& path) {
   rocksdb::Options options;
   options.create_if_missing = true;
   // SyncWAL (the group sync) works only without mmap writes.
   options.allow_mmap_writes = false;
   options.max_background_jobs = 2;
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(meta::kBlockCacheBytes);
+  table.block_cache = rocksdb::NewLRUCache(kBlockCacheBytes);
   // Most reads are point lookups of entries and inodes (and misses, for
   // create): a bloom filter answers most misses without a disk read.
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(meta::kBloomBitsPerKey));
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
   rocksdb::DB* raw = nullptr;
-  RETURN_IF_ERROR(meta::FromRocks(rocksdb::DB::Open(options, path, &raw), "open", path));
+  RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, path, &raw), "open", path));
   std::unique_ptr<rocksdb::DB> db(raw);
-  return std::unique_ptr<MetadataStore>(std::make_unique<meta::KvMetadataStore>(
-      std::make_unique<meta::RocksKvBackend>(path, std::move(db))));
+  return std::unique_ptr<KvBackend>(std::make_unique<RocksKvBackend>(path, std::move(db)));
+}
+
+}  // namespace meta
+
+absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<meta::KvBackend> backend, meta::OpenRocksKvBackend(path));
+  return std::unique_ptr<MetadataStore>(std::make_unique<meta::KvMetadataStore>(std::move(backend)));
 }
 
 }  // namespace traincache

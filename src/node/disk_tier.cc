@@ -249,6 +249,7 @@ class DiskTier final : public NodeTier {
     }
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.hits;
+    stats_.hit_bytes += n;
     return true;
   }
 

@@ -25,10 +25,6 @@ constexpr uint32_t kStatFsBlock = 4096;
 // ESTALE answered by re-committing at most this often before giving up.
 constexpr int kMaxCommitAttempts = 8;
 
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  return PosixError(err, fmt::format("{}: {}", what, std::strerror(err)));
-}
-
 bool AllZero(const std::string& s) {
   return s.empty() || (s[0] == 0 && std::memcmp(s.data(), s.data() + 1, s.size() - 1) == 0);
 }
@@ -326,8 +322,7 @@ absl::StatusOr<InodeAttr> Filesystem::Init() {
                                                   cs, kMinChunkSize, kMaxChunkSize));
   }
   if (options_.staging_dir.empty()) return absl::InvalidArgumentError("staging_dir is empty");
-  const std::string dir =
-      fmt::format("{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id());
+  const std::string dir = StagingDir();
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
@@ -606,6 +601,7 @@ void Filesystem::PublishOverlay(Inode& inode, const WriteState* ws) {
 // --- inodes ---
 
 absl::StatusOr<InodeAttr> Filesystem::Lookup(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Lookup(scope_, parent, name));
   return AddLookup(attr);
@@ -620,6 +616,7 @@ void Filesystem::Forget(InodeId ino, uint64_t n) {
 }
 
 absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
   {
     absl::MutexLock lock(&mu_);
     auto it = inodes_.find(ino);
@@ -660,6 +657,7 @@ absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
 
 absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest& req,
                                               std::optional<uint64_t> fh) {
+  RETURN_IF_ERROR(CheckLive());
   SetAttrRequest rest = req;
   rest.size.reset();
   std::shared_ptr<Inode> inode = GetOrAddInode(ino);  // Pinned; unpinned below.
@@ -709,6 +707,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
 
 absl::StatusOr<InodeAttr> Filesystem::Mkdir(InodeId parent, std::string_view name, uint32_t mode,
                                             const Caller& caller) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Mkdir(scope_, parent, name, mode, caller));
   InvalidateAttr(parent);
@@ -717,6 +716,7 @@ absl::StatusOr<InodeAttr> Filesystem::Mkdir(InodeId parent, std::string_view nam
 
 absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view name, uint32_t mode,
                                                int flags, const Caller& caller) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   const bool exclusive = (flags & O_EXCL) != 0;
   ASSIGN_OR_RETURN(CreateResult r, client_->Create(scope_, parent, name, mode, caller, exclusive));
@@ -737,6 +737,7 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
 
 absl::StatusOr<InodeAttr> Filesystem::Symlink(InodeId parent, std::string_view name,
                                               std::string_view target, const Caller& caller) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Symlink(scope_, parent, name, target, caller));
   InvalidateAttr(parent);
@@ -745,6 +746,7 @@ absl::StatusOr<InodeAttr> Filesystem::Symlink(InodeId parent, std::string_view n
 
 absl::StatusOr<InodeAttr> Filesystem::Link(InodeId ino, InodeId new_parent,
                                            std::string_view new_name) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(new_name));
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Link(scope_, ino, new_parent, new_name));
   InvalidateAttr(new_parent);
@@ -752,10 +754,12 @@ absl::StatusOr<InodeAttr> Filesystem::Link(InodeId ino, InodeId new_parent,
 }
 
 absl::StatusOr<std::string> Filesystem::ReadLink(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
   return client_->ReadLink(scope_, ino);
 }
 
 absl::Status Filesystem::Unlink(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(UnlinkResult r, client_->Unlink(scope_, parent, name));
   InvalidateAttr(parent);
@@ -764,6 +768,7 @@ absl::Status Filesystem::Unlink(InodeId parent, std::string_view name) {
 }
 
 absl::Status Filesystem::Rmdir(InodeId parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   RETURN_IF_ERROR(client_->Rmdir(scope_, parent, name));
   InvalidateAttr(parent);
@@ -772,6 +777,7 @@ absl::Status Filesystem::Rmdir(InodeId parent, std::string_view name) {
 
 absl::Status Filesystem::Rename(InodeId parent, std::string_view name, InodeId new_parent,
                                 std::string_view new_name, uint32_t flags) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   RETURN_IF_ERROR(CheckName(new_name));
   ASSIGN_OR_RETURN(UnlinkResult r,
@@ -785,6 +791,7 @@ absl::Status Filesystem::Rename(InodeId parent, std::string_view name, InodeId n
 // --- files ---
 
 absl::StatusOr<OpenReply> Filesystem::Open(InodeId ino, int flags) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Inode> inode = GetOrAddInode(ino);
   // Close-to-open: always the server's content now, never a cached map.
   absl::StatusOr<ChunkMap> map = client_->GetChunkMap(scope_, ino);
@@ -857,8 +864,7 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
 
 absl::Status Filesystem::EnsureStagingFile(Inode& inode, WriteState& ws) {
   if (ws.fd >= 0) return absl::OkStatus();
-  ws.path =
-      fmt::format("{}/{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id(), inode.ino);
+  ws.path = fmt::format("{}/{}", StagingDir(), inode.ino);
   ws.journal_path = ws.path + std::string(kJournalSuffix);
   // A journal still here is staged data of an earlier run that Init could
   // not commit (it logged why): never write over it, move it aside for an
@@ -977,6 +983,7 @@ absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offse
 
 absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t offset,
                                              size_t size) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   Inode& inode = *h->inode;
@@ -1006,6 +1013,7 @@ absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t 
 
 absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offset,
                                          std::string_view data) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   if (!h->writable) return PosixError(EBADF, fmt::format("handle {} is read-only", fh));
@@ -1183,6 +1191,7 @@ void Filesystem::DropWriteState(Inode& inode) {
 }
 
 absl::Status Filesystem::Flush(InodeId ino, uint64_t fh) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   if (!h->writable) return absl::OkStatus();
@@ -1192,12 +1201,54 @@ absl::Status Filesystem::Flush(InodeId ino, uint64_t fh) {
 }
 
 absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   // Like fsync(2) on a local disk, any descriptor syncs the whole file.
-  absl::MutexLock lock(&h->inode->mu);
-  if (!h->inode->ws) return absl::OkStatus();
-  WriteState& ws = *h->inode->ws;
+  return SyncInode(*h->inode);
+}
+
+absl::Status Filesystem::CommitAll() {
+  RETURN_IF_ERROR(CheckLive());
+  std::vector<std::shared_ptr<Inode>> inodes;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [ino, inode] : inodes_) inodes.push_back(inode);
+  }
+  absl::Status first;
+  for (const auto& inode : inodes) first.Update(SyncInode(*inode));
+  return first;
+}
+
+std::string Filesystem::StagingDir() const {
+  return fmt::format("{}/{}/{}", options_.staging_dir, scope_.kind_name(), scope_.id());
+}
+
+absl::Status Filesystem::CheckLive() const {
+  if (!deleted_.load(std::memory_order_acquire)) return absl::OkStatus();
+  return PosixError(ENOENT, fmt::format("scope {} was deleted", scope_.ToString()));
+}
+
+std::vector<InodeId> Filesystem::MarkScopeDeleted() {
+  deleted_.store(true, std::memory_order_release);
+  std::vector<InodeId> known;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [ino, inode] : inodes_) known.push_back(ino);
+  }
+  // What was staged belongs to a cache that no longer exists: nothing to
+  // commit at the next mount. (Open staging files stay writable, unlinked.)
+  std::error_code ec;
+  std::filesystem::remove_all(StagingDir(), ec);
+  if (ec) spdlog::warn("scope {}: cannot remove its staging folder: {}", scope_.ToString(), ec.message());
+  spdlog::warn("scope {}: deleted on the server; the mount now answers ENOENT", scope_.ToString());
+  return known;
+}
+
+absl::Status Filesystem::SyncInode(Inode& inode) {
+  absl::MutexLock lock(&inode.mu);
+  if (!inode.ws) return absl::OkStatus();
+  WriteState& ws = *inode.ws;
   if (ws.fd >= 0 && ws.dirty) {
     // The commit below is what makes the data durable; syncing the staged
     // files first means that if it fails (server unreachable), a crash after
@@ -1208,7 +1259,7 @@ absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
       return ErrnoStatus(errno, fmt::format("fsync of {}", ws.journal_path));
     }
   }
-  return Commit(*h->inode, *h->inode->ws);
+  return Commit(inode, ws);
 }
 
 void Filesystem::Release(InodeId ino, uint64_t fh) {
@@ -1259,6 +1310,7 @@ void Filesystem::Release(InodeId ino, uint64_t fh) {
 // --- directories ---
 
 absl::StatusOr<uint64_t> Filesystem::OpenDir(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
   auto dh = std::make_shared<DirHandle>();
   dh->ino = ino;
   // ".." names the parent, which the table does not track; the kernel
@@ -1283,6 +1335,7 @@ absl::StatusOr<uint64_t> Filesystem::OpenDir(InodeId ino) {
 
 absl::Status Filesystem::ReadDir(uint64_t fh, uint64_t offset, bool plus,
                                  const std::function<bool(const DirListEntry&)>& add) {
+  RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<DirHandle> dh;
   {
     absl::MutexLock lock(&mu_);
@@ -1322,17 +1375,20 @@ void Filesystem::ReleaseDir(uint64_t fh) {
 // --- xattrs ---
 
 absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
+  RETURN_IF_ERROR(CheckLive());
   return client_->GetXattr(scope_, ino, name);
 }
 
 absl::Status Filesystem::SetXattr(InodeId ino, std::string_view name, std::string_view value,
                                   uint32_t flags) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(client_->SetXattr(scope_, ino, name, value, flags));
   InvalidateAttr(ino);
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
   ASSIGN_OR_RETURN(std::vector<std::string> names, client_->ListXattr(scope_, ino));
   std::string out;
   for (const std::string& n : names) {
@@ -1343,12 +1399,14 @@ absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
 }
 
 absl::Status Filesystem::RemoveXattr(InodeId ino, std::string_view name) {
+  RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(client_->RemoveXattr(scope_, ino, name));
   InvalidateAttr(ino);
   return absl::OkStatus();
 }
 
 absl::StatusOr<struct statvfs> Filesystem::StatFs() {
+  RETURN_IF_ERROR(CheckLive());
   ASSIGN_OR_RETURN(ScopeUsage usage, client_->StatFs(scope_));
   struct statvfs st {};
   st.f_bsize = kStatFsBlock;

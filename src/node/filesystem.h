@@ -60,6 +60,7 @@
 
 #include <sys/statvfs.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -223,6 +224,18 @@ class Filesystem {
   // Blocks of 4 KiB: total = quota, free = quota - used.
   absl::StatusOr<struct statvfs> StatFs();
 
+  // --- the scope as a whole (the node daemon) ---
+  // Commits every staged change of this scope now, as an fsync of each
+  // dirty file would (a job's detach waits for its writes this way). Returns
+  // the first error; the other inodes are still tried.
+  absl::Status CommitAll();
+  // The scope was deleted on the server: from now on every call answers
+  // ENOENT (never data of the old scope), and what was staged is discarded.
+  // Returns the inodes the kernel may hold (attributes, pages) so the
+  // adapter can invalidate them. Safe to call more than once.
+  std::vector<InodeId> MarkScopeDeleted();
+  bool scope_deleted() const { return deleted_.load(std::memory_order_acquire); }
+
  private:
   struct Inode;
   struct WriteState;
@@ -242,6 +255,12 @@ class Filesystem {
   void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<Handle> FindHandle(uint64_t fh);
   absl::Status CheckName(std::string_view name) const;
+  // ENOENT once MarkScopeDeleted ran.
+  absl::Status CheckLive() const;
+  // <staging_dir>/<kind>/<id>: this scope's staging folder.
+  std::string StagingDir() const;
+  // Commits the inode's staged data, if any (fsync's work).
+  absl::Status SyncInode(Inode& inode);
   // An unlink or rename removed the last link of `r.ino`.
   void HandleUnlinked(const UnlinkResult& r);
   // Ends a pin of GetOrAddInode (or a handle's count); the last one of an
@@ -279,6 +298,7 @@ class Filesystem {
   NodeTier* const tier_;
   const FilesystemOptions options_;
   uint64_t generation_ = 0;  // Set by Init.
+  std::atomic<bool> deleted_{false};
 
   mutable absl::Mutex mu_;  // Leaf: acquire after Inode::mu, never before.
   std::unordered_map<InodeId, std::shared_ptr<Inode>> inodes_ ABSL_GUARDED_BY(mu_);

@@ -51,6 +51,7 @@ class MemoryTier final : public NodeTier {
     if (have > 0) std::memcpy(out, bytes.data() + offset, have);
     std::memset(out + have, 0, n - have);
     ++stats_.hits;
+    stats_.hit_bytes += n;
     return true;
   }
 

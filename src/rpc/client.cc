@@ -29,6 +29,7 @@ ServerClient::ServerClient(ClientOptions options) : options_(std::move(options))
   ns_ = v1::Namespace::NewStub(channel_);
   chunks_ = v1::Chunks::NewStub(channel_);
   admin_ = v1::Admin::NewStub(channel_);
+  cluster_ = v1::Cluster::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> ServerClient::NewContext() const {

@@ -23,6 +23,7 @@
 #include "traincache/types.h"
 #include "traincache/v1/admin.grpc.pb.h"
 #include "traincache/v1/chunk.grpc.pb.h"
+#include "traincache/v1/cluster.grpc.pb.h"
 #include "traincache/v1/namespace.grpc.pb.h"
 
 namespace traincache::rpc {
@@ -57,6 +58,7 @@ class ServerClient {
   v1::Namespace::Stub& ns() { return *ns_; }
   v1::Chunks::Stub& chunks() { return *chunks_; }
   v1::Admin::Stub& admin() { return *admin_; }
+  v1::Cluster::Stub& cluster() { return *cluster_; }
 
   // Calls a unary method of a stub: `client.Call(&v1::Namespace::Stub::Lookup,
   // client.ns(), req, &resp)`. Returns the server's status (errno restored).
@@ -90,6 +92,7 @@ class ServerClient {
   std::unique_ptr<v1::Namespace::Stub> ns_;
   std::unique_ptr<v1::Chunks::Stub> chunks_;
   std::unique_ptr<v1::Admin::Stub> admin_;
+  std::unique_ptr<v1::Cluster::Stub> cluster_;
 };
 
 }  // namespace traincache::rpc

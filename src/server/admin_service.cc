@@ -47,7 +47,15 @@ grpc::ServerUnaryReactor* AdminService::SetQuota(grpc::CallbackServerContext* c,
   return ctx_->Unary(c, "rpc.SetQuota", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
     // Setting a quota is how an operator prepares a scope before its first job.
-    RETURN_IF_ERROR(ctx_->OpenScope(scope, /*create=*/true).status());
+    ASSIGN_OR_RETURN(ScopeInfo info, ctx_->OpenScope(scope, /*create=*/true));
+    // A quota below what the scope holds would fail every later commit, even
+    // deletions' follow-ups: refuse it and say what is used.
+    if (req->quota_bytes() < info.usage.bytes) {
+      return absl::FailedPreconditionError(fmt::format(
+          "quota {} bytes is below the {} bytes {} uses now; delete files first or choose at "
+          "least {}",
+          req->quota_bytes(), info.usage.bytes, scope.ToString(), info.usage.bytes));
+    }
     RETURN_IF_ERROR(ctx_->meta().SetQuota(scope, req->quota_bytes()));
     spdlog::info("scope {}: quota set to {} bytes", scope.ToString(), req->quota_bytes());
     resp->set_quota_bytes(req->quota_bytes());
@@ -73,7 +81,12 @@ grpc::ServerUnaryReactor* AdminService::DeleteScope(grpc::CallbackServerContext*
     absl::Status meta = ctx_->meta().DeleteScope(scope);
     if (!meta.ok() && meta.code() != absl::StatusCode::kNotFound) return meta;
     RETURN_IF_ERROR(ctx_->chunks().DeleteScope(scope));
-    if (meta.code() == absl::StatusCode::kNotFound && chunks == 0) return meta;
+    // A deleted project has no pin either: its next first job pins it anew.
+    bool had_pin = false;
+    if (scope.kind() == ScopeKind::kProject) {
+      ASSIGN_OR_RETURN(had_pin, ctx_->pins().Clear(scope.id()));
+    }
+    if (meta.code() == absl::StatusCode::kNotFound && chunks == 0 && !had_pin) return meta;
     spdlog::warn("scope {}: deleted with {} chunks", scope.ToString(), chunks);
     resp->set_chunks_deleted(chunks);
     return absl::OkStatus();

@@ -63,6 +63,14 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   ASSIGN_OR_RETURN(s->lock_fd_, LockDataDir(config.data_dir));
   ASSIGN_OR_RETURN(s->meta_, OpenRocksMetadataStore(config.data_dir + "/meta"));
   ASSIGN_OR_RETURN(s->chunks_, OpenDiskChunkStore(config.data_dir + "/chunks"));
+  if (config.registry.empty()) {
+    // The pins live in a RocksDB of their own, apart from the scopes.
+    ASSIGN_OR_RETURN(auto backend, meta::OpenRocksKvBackend(config.data_dir + "/registry"));
+    s->pin_store_ = std::make_unique<meta::PinStore>(std::move(backend));
+    s->pins_ = NewLocalPinRegistry(s->pin_store_.get());
+  } else {
+    s->pins_ = NewRemotePinRegistry({.target = config.registry, .token = config.registry_token});
+  }
 
   s->context_ = std::make_unique<ServiceContext>(
       s->meta_.get(), s->chunks_.get(),
@@ -70,10 +78,17 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
                               .default_quota_bytes = config.default_quota_bytes,
                               .worker_threads = config.worker_threads,
                               .gc_grace_seconds = config.gc_grace_seconds,
-                              .orphan_grace_seconds = config.orphan_grace_seconds});
+                              .orphan_grace_seconds = config.orphan_grace_seconds,
+                              .pins = s->pins_.get()});
   s->namespace_service_ = std::make_unique<NamespaceService>(s->context_.get());
   s->chunk_service_ = std::make_unique<ChunkService>(s->context_.get());
   s->admin_service_ = std::make_unique<AdminService>(s->context_.get(), MakeServerId());
+  s->cluster_service_ = std::make_unique<ClusterService>(
+      s->context_.get(),
+      ClusterTopology{.cluster = config.cluster,
+                      .gpu_types = config.gpu_types,
+                      .others = config.other_clusters},
+      config.registry);
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -86,6 +101,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   builder.RegisterService(s->namespace_service_.get());
   builder.RegisterService(s->chunk_service_.get());
   builder.RegisterService(s->admin_service_.get());
+  builder.RegisterService(s->cluster_service_.get());
   if (config.listen.rfind("unix:", 0) == 0) {
     // A stale socket file from a crashed server would make the bind fail.
     std::error_code ec;
@@ -103,8 +119,10 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   }
   s->grpc_server_started_ = true;
   s->gc_thread_ = std::thread([raw = s.get()] { raw->GcLoop(); });
-  spdlog::info("traincache-server {} listening on {}, data in {}", TRAINCACHE_VERSION,
-               s->address_, config.data_dir);
+  spdlog::info("traincache-server {} listening on {}, data in {}, cluster {} ({}), pin registry {}",
+               TRAINCACHE_VERSION, s->address_, config.data_dir, config.cluster,
+               ClusterTopology::Describe(config.gpu_types),
+               config.registry.empty() ? "here" : config.registry);
   return s;
 }
 
@@ -128,6 +146,8 @@ void CacheServer::Shutdown() {
   grpc_server_.reset();
   meta_.reset();
   chunks_.reset();
+  pins_.reset();
+  pin_store_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
   if (grpc_server_started_) spdlog::info("traincache-server stopped");

@@ -45,10 +45,13 @@ class CacheServer {
   std::string address_;
   std::unique_ptr<MetadataStore> meta_;
   std::unique_ptr<ChunkStore> chunks_;
+  std::unique_ptr<meta::PinStore> pin_store_;  // Only when this server is the registry.
+  std::unique_ptr<PinRegistry> pins_;
   std::unique_ptr<ServiceContext> context_;
   std::unique_ptr<NamespaceService> namespace_service_;
   std::unique_ptr<ChunkService> chunk_service_;
   std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   bool grpc_server_started_ = false;
 

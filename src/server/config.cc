@@ -7,6 +7,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "traincache/scope.h"
 #include "traincache/status.h"
 
 namespace traincache::server {
@@ -31,6 +32,56 @@ absl::Status ReadUnsigned(const toml::node& node, std::string_view key, uint64_t
     return KeyError(key, fmt::format("must be in [0, {}], got {}", max, v));
   }
   *out = static_cast<T>(v);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(std::string_view key, const std::string& path) {
+  std::ifstream in(path);
+  std::string token;
+  if (!in) return KeyError(key, fmt::format("cannot read {}", path));
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  return token;
+}
+
+absl::Status ReadStringArray(const toml::node& node, std::string_view key,
+                             std::vector<std::string>* out) {
+  const toml::array* array = node.as_array();
+  if (!array) return KeyError(key, "must be an array of strings");
+  out->clear();
+  for (const toml::node& item : *array) {
+    auto v = item.value<std::string>();
+    if (!item.is_string() || !v) return KeyError(key, "must be an array of strings");
+    out->push_back(*v);
+  }
+  return absl::OkStatus();
+}
+
+// A cluster name or GPU type: the scope id alphabet, so it fits in messages,
+// keys and labels unquoted.
+absl::Status CheckName(std::string_view key, const std::string& name) {
+  absl::Status valid = ValidateId(name, fmt::format("'{}'", name));
+  if (!valid.ok()) return KeyError(key, std::string(valid.message()));
+  return absl::OkStatus();
+}
+
+absl::Status ReadClusters(const toml::node& node,
+                          std::map<std::string, std::vector<std::string>>* out) {
+  const toml::table* clusters = node.as_table();
+  if (!clusters) return KeyError("clusters", "must be a table of [clusters.<name>]");
+  for (const auto& [name_node, cluster] : *clusters) {
+    std::string name(name_node.str());
+    std::string prefix = "clusters." + name;
+    RETURN_IF_ERROR(CheckName(prefix, name));
+    const toml::table* table = cluster.as_table();
+    if (!table) return KeyError(prefix, "must be a table with gpu_types");
+    std::vector<std::string>& gpus = (*out)[name];
+    for (const auto& [key_node, value] : *table) {
+      std::string key = prefix + "." + std::string(key_node.str());
+      if (key_node.str() != "gpu_types") return KeyError(key, "unknown key");
+      RETURN_IF_ERROR(ReadStringArray(value, key, &gpus));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -67,6 +118,18 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.gc_grace_seconds));
     } else if (key == "orphan_grace_seconds") {
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.orphan_grace_seconds));
+    } else if (key == "cluster") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.cluster));
+    } else if (key == "gpu_types") {
+      RETURN_IF_ERROR(ReadStringArray(node, key, &c.gpu_types));
+    } else if (key == "clusters") {
+      RETURN_IF_ERROR(ReadClusters(node, &c.other_clusters));
+    } else if (key == "registry") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.registry));
+    } else if (key == "registry_token") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.registry_token));
+    } else if (key == "registry_token_file") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.registry_token_file));
     } else {
       return KeyError(key, "unknown key");
     }
@@ -93,12 +156,33 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
     return KeyError("listen", "must be host:port or unix:/path");
   }
   if (c.token.empty() && !c.token_file.empty()) {
-    std::ifstream in(c.token_file);
-    if (!in) return KeyError("token_file", fmt::format("cannot read {}", c.token_file));
-    std::getline(in, c.token);
-    while (!c.token.empty() && (c.token.back() == '\r' || c.token.back() == ' ')) c.token.pop_back();
+    ASSIGN_OR_RETURN(c.token, ReadTokenFile("token_file", c.token_file));
   }
   if (c.token.empty()) return KeyError("token", "is required (or token_file)");
+  RETURN_IF_ERROR(CheckName("cluster", c.cluster));
+  for (const std::string& gpu : c.gpu_types) RETURN_IF_ERROR(CheckName("gpu_types", gpu));
+  for (const auto& [name, gpus] : c.other_clusters) {
+    if (name == c.cluster) {
+      return KeyError("clusters." + name, "names this server's own cluster");
+    }
+    for (const std::string& gpu : gpus) {
+      RETURN_IF_ERROR(CheckName("clusters." + name + ".gpu_types", gpu));
+    }
+  }
+  if (c.registry.empty()) {
+    if (!c.registry_token.empty() || !c.registry_token_file.empty()) {
+      return KeyError("registry_token", "is only for a remote registry (set registry)");
+    }
+  } else {
+    if (c.registry.find(':') == std::string::npos) {
+      return KeyError("registry", "must be host:port or unix:/path");
+    }
+    if (c.registry_token.empty() && !c.registry_token_file.empty()) {
+      ASSIGN_OR_RETURN(c.registry_token,
+                       ReadTokenFile("registry_token_file", c.registry_token_file));
+    }
+    if (c.registry_token.empty()) c.registry_token = c.token;
+  }
   if (c.token.size() < 16) return KeyError("token", "must be at least 16 characters");
   if (c.worker_threads == 0) return KeyError("worker_threads", "must be at least 1");
   static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};

@@ -6,8 +6,10 @@
 #define TRAINCACHE_SERVER_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "traincache/types.h"
@@ -25,6 +27,15 @@ struct ServerConfig {
   uint32_t gc_interval_seconds = 300;     // how often unreferenced chunks are collected
   uint32_t gc_grace_seconds = 3600;       // an uncommitted upload is kept this long
   uint32_t orphan_grace_seconds = 86400;  // an unlinked file nobody released is kept this long
+
+  // Cluster affinity (proto/traincache/v1/cluster.proto).
+  std::string cluster = "local";          // this server's cluster (an id)
+  std::vector<std::string> gpu_types;     // GPU types it offers; empty: any
+  // The other clusters: [clusters.<name>] gpu_types = [...]
+  std::map<std::string, std::vector<std::string>> other_clusters;
+  std::string registry;                   // pin registry "host:port"; empty: this server
+  std::string registry_token;             // token for the registry (default: `token`)
+  std::string registry_token_file;        // alternative to registry_token
 };
 
 // Parses TOML text into `base` (keys absent from the text keep base's value).

@@ -20,6 +20,7 @@
 #include "common/counters.h"
 #include "common/thread_pool.h"
 #include "rpc/status_convert.h"
+#include "server/affinity.h"
 #include "traincache/chunk_store.h"
 #include "traincache/metadata_store.h"
 #include "traincache/scope.h"
@@ -34,6 +35,8 @@ class ServiceContext {
     size_t worker_threads = 16;
     int64_t gc_grace_seconds = 3600;
     int64_t orphan_grace_seconds = 86400;
+    // Where cluster affinity pins live (deleting a project clears its pin).
+    PinRegistry* pins = nullptr;
   };
   ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options options);
 
@@ -41,6 +44,7 @@ class ServiceContext {
   ChunkStore& chunks() { return *chunks_; }
   Counters& counters() { return counters_; }
   ThreadPool& pool() { return pool_; }
+  PinRegistry& pins() { return *options_.pins; }
 
   // OK iff the call carries "authorization: Bearer <token>".
   absl::Status CheckAuth(const grpc::CallbackServerContext* ctx) const;

@@ -4,8 +4,10 @@
 #ifndef TRAINCACHE_SERVER_SERVICES_H_
 #define TRAINCACHE_SERVER_SERVICES_H_
 
+#include "server/affinity.h"
 #include "server/service_context.h"
 #include "traincache/v1/admin.grpc.pb.h"
+#include "traincache/v1/cluster.grpc.pb.h"
 #include "traincache/v1/chunk.grpc.pb.h"
 #include "traincache/v1/namespace.grpc.pb.h"
 
@@ -77,6 +79,28 @@ class AdminService final : public v1::Admin::CallbackService {
  private:
   ServiceContext* ctx_;
   std::string server_id_;
+};
+
+// Cluster affinity (cluster.proto): Attach and the pin calls, answered from
+// this server's PinStore or forwarded to the registry server.
+class ClusterService final : public v1::Cluster::CallbackService {
+ public:
+  ClusterService(ServiceContext* ctx, ClusterTopology topology, std::string registry_address)
+      : ctx_(ctx), topology_(std::move(topology)), registry_address_(std::move(registry_address)) {}
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* GetClusterInfo(Ctx*, const v1::GetClusterInfoRequest*, v1::ClusterInfo*) override;
+  Reactor* Attach(Ctx*, const v1::AttachRequest*, v1::AttachResponse*) override;
+  Reactor* GetPin(Ctx*, const v1::PinRef*, v1::Pin*) override;
+  Reactor* ClaimPin(Ctx*, const v1::ClaimPinRequest*, v1::ClaimPinResponse*) override;
+  Reactor* SetPin(Ctx*, const v1::SetPinRequest*, v1::Pin*) override;
+  Reactor* ClearPin(Ctx*, const v1::PinRef*, v1::ClearPinResponse*) override;
+
+ private:
+  ServiceContext* ctx_;
+  const ClusterTopology topology_;
+  const std::string registry_address_;
 };
 
 }  // namespace traincache::server

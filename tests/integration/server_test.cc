@@ -15,6 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "integration/leftovers.h"
 #include "integration/remote_fs.h"
 #include "meta/key_codec.h"
 #include "testing/server_process.h"
@@ -246,33 +247,6 @@ TEST_F(ServerTest, ReadDirOf10000EntriesThroughPagination) {
     ASSERT_TRUE(e.attr.has_value());
     EXPECT_EQ(e.attr->ino, e.ino);
   }
-}
-
-// Counts the RocksDB keys of a scope and the chunk files of a scope on disk.
-struct Leftovers {
-  size_t keys = 0;
-  size_t chunk_files = 0;
-};
-
-Leftovers LeftoversOf(const std::string& data_dir, const Scope& scope) {
-  Leftovers out;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Options options;
-  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(options, data_dir + "/meta", &raw);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  if (!s.ok()) return out;
-  std::unique_ptr<rocksdb::DB> db(raw);
-  std::string prefix = meta::ScopePrefix(scope);
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++out.keys;
-  std::string chunk_dir = fmt::format("{}/chunks/{}/{}", data_dir, scope.kind_name(), scope.id());
-  std::error_code ec;
-  if (std::filesystem::exists(chunk_dir)) {
-    for (auto& e : std::filesystem::recursive_directory_iterator(chunk_dir, ec)) {
-      if (e.is_regular_file()) ++out.chunk_files;
-    }
-  }
-  return out;
 }
 
 TEST_F(ServerTest, DeleteScopeLeavesNoKeysAndNoChunkFiles) {

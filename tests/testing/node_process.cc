@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -111,6 +112,8 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
     }
     bool all = true;
     for (const Scope& s : scopes) all = all && IsMounted(MountPoint(s));
+    // Callers of the admin socket (attach, mount-scope) need it up too.
+    all = all && std::filesystem::exists(AdminSocket());
     if (all) return absl::OkStatus();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
