@@ -2,9 +2,11 @@
 # The embedded default: installs dependencies, builds, then starts on this
 # machine, with all state in ./demo:
 #   - traincache-server on a local data folder (./demo/server),
-#   - traincache-node with its node tier and write staging in ./demo/node,
-#     mounting the demo project at ./demo/mnt/project/demo,
-# writes a file through the mount and reads it back through the server.
+#   - traincache-node with its node tier, write staging and job scratch in
+#     ./demo/node,
+# attaches a demo job (project "demo", team "demo") as a training platform
+# would, which mounts the project at ./demo/mnt/project/demo and the team at
+# ./demo/mnt/team/demo, and writes and reads a file through the mount.
 # Both keep running; the script prints how to use and stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +39,14 @@ else
   if grep -q " $mnt " /proc/mounts; then umount -l "$mnt"; fi
   nohup build/src/cli/traincache-node --server "$addr" --token-file "$root/token" \
     --mount-root "$root/mnt" --tier-dir "$root/node/tier" --staging-dir "$root/node/staging" \
-    --admin-socket "$root/node.sock" --scope project:demo > "$root/node.log" 2>&1 &
+    --scratch-dir "$root/node/scratch" --admin-socket "$root/node.sock" > "$root/node.log" 2>&1 &
   echo $! > "$root/node.pid"
 fi
-for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$root/node.sock" ] && break; sleep 0.1; done
+# What a container runtime does before it starts a job's container (see
+# deploy/launch-job.sh): the env and bind mounts come back as shell lines.
+"${cli[@]}" --node-socket "$root/node.sock" attach --project demo --team demo --gpu H100 \
+  --job demo-job | tee "$root/demo-job.env"
 echo "hello from the mount at $(date -u +%FT%TZ)" > "$mnt/hello.txt"
 cat "$mnt/hello.txt"
 ls -l "$mnt"
@@ -51,8 +57,11 @@ cat <<MSG
 The demo project is mounted at $mnt (an ordinary folder: try cp, tar, python).
   traincache-server  pid $(cat "$root/server.pid"), data in $root/server, log $root/server.log
   traincache-node    pid $(cat "$root/node.pid"), tier in $root/node, log $root/node.log
+The demo job's container env is in $root/demo-job.env.
 Node counters:    ${cli[*]} --node-socket $root/node.sock stats
-Mount a team:     ${cli[*]} --node-socket $root/node.sock mount-scope team:demo
+Another job:      ${cli[*]} --node-socket $root/node.sock attach --project demo --gpu H100 --job j2
+End the job:      ${cli[*]} --node-socket $root/node.sock detach --job demo-job
+Where it pins:    ${cli[*]} pin show demo
 Server counters:  ${cli[*]} server-stats
 Stop both:        kill $(cat "$root/node.pid") && sleep 1 && kill $(cat "$root/server.pid")
 MSG

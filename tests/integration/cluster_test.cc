@@ -419,5 +419,57 @@ TEST_F(ClusterTest, DeleteProjectLeavesNothingAnywhere) {
   EXPECT_EQ(FilesUnder(tier2), 0u);
 }
 
+// deploy/launch-job.sh with a stand-in `docker` that records its arguments
+// and writes through the project bind mount's source, as a container would.
+TEST_F(ClusterTest, LaunchScriptAttachesRunsAndDetaches) {
+  NodeProcess& node = StartNode(*east_, "node-l");
+  const std::string bin = dir_.Sub("bin");
+  std::filesystem::create_directories(bin);
+  {
+    std::ofstream docker(bin + "/docker");
+    docker << "#!/bin/sh\n"
+              "echo \"$@\" > " << dir_.Sub("docker-args") << "\n"
+              "for a in \"$@\"; do case \"$a\" in *:/root/.cache/user_artifacts)\n"
+              "  echo from-the-container > \"${a%%:*}/result.txt\";; esac; done\n";
+  }
+  chmod((bin + "/docker").c_str(), 0755);
+  const std::string cli_wrapper = bin + "/traincache";
+  {
+    std::ofstream tc(cli_wrapper);
+    tc << "#!/bin/sh\nexec " << CliBinary() << " --server " << east_->address()
+       << " --token-file " << east_->token_file() << " --node-socket " << node.AdminSocket()
+       << " \"$@\"\n";
+  }
+  chmod(cli_wrapper.c_str(), 0755);
+  std::string script = std::string(TRAINCACHE_SOURCE_DIR) + "/deploy/launch-job.sh";
+  std::string log = dir_.Sub("launch.log");
+  const std::string old_path = std::getenv("PATH");
+  setenv("TRAINCACHE", cli_wrapper.c_str(), 1);
+  setenv("PATH", (bin + ":" + old_path).c_str(), 1);
+  int code = RunProgram({"/bin/bash", script, "--project", "launched", "--team", "t1", "--gpu",
+                         "H100", "--job", "job-l", "--", "trainer:latest", "python", "train.py"},
+                        log, 120);
+  setenv("PATH", old_path.c_str(), 1);
+  unsetenv("TRAINCACHE");
+  ASSERT_EQ(code, 0) << Slurp(log);
+  std::string args = Slurp(dir_.Sub("docker-args"));
+  const std::string mnt = node.MountPoint(MustScope("project:launched"));
+  EXPECT_THAT(args, HasSubstr("-v " + mnt + ":/root/.cache/user_artifacts"));
+  EXPECT_THAT(args, HasSubstr("-e BT_PROJECT_CACHE_DIR=/root/.cache/user_artifacts"));
+  EXPECT_THAT(args, HasSubstr("-e BT_TEAM_CACHE_DIR=/root/.cache/team_artifacts"));
+  EXPECT_THAT(args, HasSubstr("-e HF_HOME=/root/.cache/user_artifacts/huggingface"));
+  EXPECT_THAT(args, HasSubstr("trainer:latest python train.py"));
+  // Detached on exit: no job left; what the container wrote is in the cache.
+  Run mounts = Cli(*east_, &node, {"mounts"});
+  EXPECT_THAT(mounts.output, Not(HasSubstr("job-l")));
+  auto client = east_->Client();
+  v1::LookupRequest req;
+  req.set_scope("project:launched");
+  req.set_parent(kRootInode);
+  req.set_name("result.txt");
+  v1::AttrResponse attr;
+  EXPECT_TRUE(client->Call(&v1::Namespace::Stub::Lookup, client->ns(), req, &attr).ok());
+}
+
 }  // namespace
 }  // namespace traincache::testing
