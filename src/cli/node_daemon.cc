@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -19,6 +20,13 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
       rpc::ClientOptions{.target = d->options_.client.target,
                          .token = d->options_.client.token,
                          .deadline = std::chrono::seconds(10)});
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  d->locks_ = std::make_unique<rpc::GrpcLockClient>(
+      rpc::ClientOptions{.target = d->options_.client.target,
+                         .token = d->options_.client.token,
+                         .deadline = std::chrono::seconds(10)},
+      fmt::format("{}:{}", host, getpid()));
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
                                                      node::ChunkFetcher::Options{});
@@ -61,8 +69,10 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
       scope, client_.get(), fetcher_.get(), tier_.get(),
       node::FilesystemOptions{.staging_dir = options_.staging_dir, .create_scope = create});
   RETURN_IF_ERROR(m->fs->Init().status());
-  ASSIGN_OR_RETURN(m->mount, fuse::FuseMount::Mount(
-                                 m->fs.get(), fuse::FuseMountOptions{.mountpoint = m->mountpoint}));
+  ASSIGN_OR_RETURN(m->mount,
+                   fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
+                                                           .mountpoint = m->mountpoint,
+                                                           .locks = locks_.get()}));
   known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
   mounts_.emplace(scope.ToString(), m);
   return m;
@@ -350,6 +360,9 @@ void NodeDaemon::Shutdown() {
   // committed at the next mount of the scope.
   for (auto& [name, m] : mounts_) IGNORE_ERROR(m->mount->Unmount(/*force=*/true));
   mounts_.clear();
+  // Nothing can use this node's locks any more: free them for the others now
+  // rather than after the lease.
+  if (locks_) locks_->Close();
 }
 
 grpc::ServerUnaryReactor* NodeDaemon::MountScope(grpc::CallbackServerContext* ctx,

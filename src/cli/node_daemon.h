@@ -36,6 +36,7 @@
 #include "node/filesystem.h"
 #include "rpc/client.h"
 #include "rpc/grpc_cluster_client.h"
+#include "rpc/grpc_lock_client.h"
 #include "traincache/node_tier.h"
 #include "traincache/v1/node_admin.grpc.pb.h"
 
@@ -130,6 +131,7 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
   NodeDaemonOptions options_;
   std::unique_ptr<rpc::GrpcClusterClient> client_;
   std::unique_ptr<rpc::ServerClient> server_;  // Attach and scope checks (short deadlines)
+  std::unique_ptr<rpc::GrpcLockClient> locks_;  // flock/fcntl of every mount
   std::unique_ptr<NodeTier> tier_;
   std::unique_ptr<node::ChunkFetcher> fetcher_;
   std::unique_ptr<grpc::Server> admin_;

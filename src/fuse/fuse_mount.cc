@@ -3,12 +3,17 @@
 
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <limits>
+#include <mutex>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -199,10 +204,14 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  // close(2) drops every POSIX lock the process holds on the file.
+  MountOf(req).ReleaseOwnerLocks(LockKind::kPosix, ino, fi->lock_owner);
   fuse_reply_err(req, ToErrno(Fs(req).Flush(ino, fi->fh)));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  // The last close of an open file drops its flock lock.
+  if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->lock_owner);
   Fs(req).Release(ino, fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -325,6 +334,115 @@ unsigned ConnectionOf(const std::string& mountpoint) {
   return found;
 }
 
+// --- locks (only when the mount has a LockClient) ---
+
+// A lock request whose answer comes from the LockClient's callback: the
+// FUSE thread that received it returns at once, so waits hold no thread.
+struct LockWait {
+  fuse_req_t req;
+  std::mutex mu;
+  std::function<void()> cancel;   // guarded by mu
+  bool cancel_requested = false;  // guarded by mu: interrupted before `cancel` was known
+};
+
+void OnLockInterrupt(fuse_req_t, void* data) {
+  auto* wait = static_cast<LockWait*>(data);
+  std::function<void()> cancel;
+  {
+    std::lock_guard lock(wait->mu);
+    if (wait->cancel) {
+      cancel = wait->cancel;
+    } else {
+      wait->cancel_requested = true;
+    }
+  }
+  if (cancel) cancel();
+}
+
+void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, const LockRange& range,
+               bool wait) {
+  FuseMount& mount = MountOf(req);
+  auto state = std::make_shared<LockWait>();
+  state->req = req;
+  // Registered before the lock starts, cleared (waiting for a running
+  // interrupt callback to end) before the reply: the callback never sees a
+  // request that was answered.
+  fuse_req_interrupt_func(req, OnLockInterrupt, state.get());
+  mount.NoteLockOwner(range.kind, ino, owner);
+  std::function<void()> cancel = mount.options().locks->Lock(
+      mount.fs().scope(), ino, owner, range, wait, [state](absl::Status status) {
+        fuse_req_interrupt_func(state->req, nullptr, nullptr);
+        fuse_reply_err(state->req, ToErrno(status));
+      });
+  bool cancel_now;
+  {
+    std::lock_guard lock(state->mu);
+    state->cancel = cancel;
+    cancel_now = state->cancel_requested;
+  }
+  if (cancel_now) cancel();
+}
+
+// struct flock (as libfuse hands it: l_whence SEEK_SET, l_len 0 = to EOF)
+// to an inclusive range.
+LockRange RangeOf(const struct flock& fl, LockKind kind) {
+  LockRange r;
+  r.kind = kind;
+  r.type = fl.l_type == F_WRLCK ? LockType::kWrite
+           : fl.l_type == F_RDLCK ? LockType::kRead
+                                  : LockType::kUnlock;
+  r.start = static_cast<uint64_t>(std::max<off_t>(fl.l_start, 0));
+  r.end = fl.l_len <= 0 || fl.l_start + fl.l_len - 1 >= std::numeric_limits<int64_t>::max() - 1
+              ? UINT64_MAX
+              : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
+  r.pid = static_cast<uint32_t>(fl.l_pid);
+  return r;
+}
+
+void OpGetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  FuseMount& mount = MountOf(req);
+  auto held = mount.options().locks->Test(mount.fs().scope(), ino, fi->lock_owner,
+                                          RangeOf(*lock, LockKind::kPosix));
+  if (!held.ok()) return ReplyErr(req, held.status());
+  if (!*held) {
+    lock->l_type = F_UNLCK;
+  } else {
+    const LockRange& h = **held;
+    lock->l_type = h.type == LockType::kWrite ? F_WRLCK : F_RDLCK;
+    lock->l_whence = SEEK_SET;
+    lock->l_start = static_cast<off_t>(h.start);
+    lock->l_len = h.end == UINT64_MAX ? 0 : static_cast<off_t>(h.end - h.start + 1);
+    lock->l_pid = static_cast<pid_t>(h.pid);
+  }
+  fuse_reply_lock(req, lock);
+}
+
+void OpSetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
+  LockRange range = RangeOf(*lock, LockKind::kPosix);
+  if (range.type == LockType::kUnlock) {
+    FuseMount& mount = MountOf(req);
+    fuse_reply_err(req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino,
+                                                              fi->lock_owner, LockKind::kPosix,
+                                                              range.start, range.end)));
+    return;
+  }
+  StartLock(req, ino, fi->lock_owner, range, sleep != 0);
+}
+
+void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  FuseMount& mount = MountOf(req);
+  if (op & LOCK_UN) {
+    fuse_reply_err(req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino,
+                                                              fi->lock_owner, LockKind::kFlock, 0,
+                                                              UINT64_MAX)));
+    return;
+  }
+  LockRange range{.kind = LockKind::kFlock,
+                  .type = (op & LOCK_EX) ? LockType::kWrite : LockType::kRead,
+                  .pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid)};
+  StartLock(req, ino, fi->lock_owner, range, (op & LOCK_NB) == 0);
+}
+
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = OpInit;
@@ -360,6 +478,16 @@ const fuse_lowlevel_ops kOps = [] {
   return ops;
 }();
 
+// With a LockClient: flock(2) and fcntl(2) locks go to the server, so they
+// serialize across nodes. (Without, the kernel keeps them per node.)
+const fuse_lowlevel_ops kOpsWithLocks = [] {
+  fuse_lowlevel_ops ops = kOps;
+  ops.getlk = OpGetLk;
+  ops.setlk = OpSetLk;
+  ops.flock = OpFlock;
+  return ops;
+}();
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs,
@@ -380,7 +508,8 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  m->session_ = fuse_session_new(&args, &kOps, sizeof(kOps), m.get());
+  const fuse_lowlevel_ops& ops = m->options_.locks ? kOpsWithLocks : kOps;
+  m->session_ = fuse_session_new(&args, &ops, sizeof(ops), m.get());
   if (!m->session_) return absl::InternalError("fuse_session_new failed (bad mount options?)");
   if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
     fuse_session_destroy(m->session_);
@@ -413,6 +542,25 @@ void FuseMount::InvalidateInodes(const std::vector<uint64_t>& inodes) {
     if (rc != 0 && rc != -ENOENT) {
       spdlog::debug("{}: cannot invalidate inode {}: {}", options_.mountpoint, ino, strerror(-rc));
     }
+  }
+}
+
+void FuseMount::NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner) {
+  std::lock_guard lock(lock_owners_mu_);
+  lock_owners_.insert({kind, ino, owner});
+}
+
+void FuseMount::ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner) {
+  if (!options_.locks) return;
+  {
+    std::lock_guard lock(lock_owners_mu_);
+    // Most closes are of files nobody locked: no call for those.
+    if (lock_owners_.erase({kind, ino, owner}) == 0) return;
+  }
+  absl::Status status = options_.locks->Unlock(fs_->scope(), ino, owner, kind, 0, UINT64_MAX);
+  if (!status.ok()) {
+    spdlog::warn("{}: inode {}: cannot release locks at close: {}", fs_->scope().ToString(), ino,
+                 status.ToString());
   }
 }
 

@@ -10,12 +10,16 @@
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
 #include <memory>
+#include <mutex>
+#include <set>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "node/filesystem.h"
+#include "traincache/locks.h"
 
 struct fuse_session;
 
@@ -24,6 +28,9 @@ namespace traincache::fuse {
 struct FuseMountOptions {
   std::string mountpoint;  // Created if missing.
   unsigned max_threads = 16;
+  // flock/fcntl locks through this (must outlive the mount); nullptr: the
+  // kernel keeps locks per node.
+  LockClient* locks = nullptr;
 };
 
 class FuseMount {
@@ -47,6 +54,11 @@ class FuseMount {
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
   struct fuse_session* session() const { return session_; }
+  const FuseMountOptions& options() const { return options_; }
+  // Remembers that `owner` asked for a lock of `kind` on `ino`, so that its
+  // close releases it (ReleaseOwnerLocks) without a call for every close.
+  void NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner);
+  void ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner);
 
  private:
   FuseMount() = default;
@@ -59,6 +71,8 @@ class FuseMount {
   // The kernel's connection number (/sys/fs/fuse/connections/<n>), read at
   // mount: the way to abort a busy connection.
   unsigned connection_ = 0;
+  std::mutex lock_owners_mu_;
+  std::set<std::tuple<LockKind, uint64_t, uint64_t>> lock_owners_;  // guarded by lock_owners_mu_
 };
 
 }  // namespace traincache::fuse

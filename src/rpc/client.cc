@@ -30,6 +30,7 @@ ServerClient::ServerClient(ClientOptions options) : options_(std::move(options))
   chunks_ = v1::Chunks::NewStub(channel_);
   admin_ = v1::Admin::NewStub(channel_);
   cluster_ = v1::Cluster::NewStub(channel_);
+  locks_ = v1::Locks::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> ServerClient::NewContext() const {

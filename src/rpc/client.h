@@ -24,6 +24,7 @@
 #include "traincache/v1/admin.grpc.pb.h"
 #include "traincache/v1/chunk.grpc.pb.h"
 #include "traincache/v1/cluster.grpc.pb.h"
+#include "traincache/v1/lock.grpc.pb.h"
 #include "traincache/v1/namespace.grpc.pb.h"
 
 namespace traincache::rpc {
@@ -59,6 +60,7 @@ class ServerClient {
   v1::Chunks::Stub& chunks() { return *chunks_; }
   v1::Admin::Stub& admin() { return *admin_; }
   v1::Cluster::Stub& cluster() { return *cluster_; }
+  v1::Locks::Stub& locks() { return *locks_; }
 
   // Calls a unary method of a stub: `client.Call(&v1::Namespace::Stub::Lookup,
   // client.ns(), req, &resp)`. Returns the server's status (errno restored).
@@ -93,6 +95,7 @@ class ServerClient {
   std::unique_ptr<v1::Chunks::Stub> chunks_;
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::unique_ptr<v1::Cluster::Stub> cluster_;
+  std::unique_ptr<v1::Locks::Stub> locks_;
 };
 
 }  // namespace traincache::rpc

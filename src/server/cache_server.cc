@@ -89,6 +89,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
                       .gpu_types = config.gpu_types,
                       .others = config.other_clusters},
       config.registry);
+  s->lock_service_ = std::make_unique<LockService>(
+      s->context_.get(), std::chrono::seconds(config.lock_lease_seconds));
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -102,6 +104,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   builder.RegisterService(s->chunk_service_.get());
   builder.RegisterService(s->admin_service_.get());
   builder.RegisterService(s->cluster_service_.get());
+  builder.RegisterService(s->lock_service_.get());
   if (config.listen.rfind("unix:", 0) == 0) {
     // A stale socket file from a crashed server would make the bind fail.
     std::error_code ec;
@@ -141,7 +144,10 @@ void CacheServer::Shutdown() {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
   if (gc_thread_.joinable()) gc_thread_.join();
-  // The pool's destructor runs queued work; services and stores go after it.
+  // Waits still open were cancelled by the gRPC shutdown; the lock
+  // service's expiry thread stops here. The pool's destructor runs queued
+  // work; services and stores go after it.
+  lock_service_.reset();
   context_.reset();
   grpc_server_.reset();
   meta_.reset();

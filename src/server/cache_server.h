@@ -52,6 +52,7 @@ class CacheServer {
   std::unique_ptr<ChunkService> chunk_service_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<ClusterService> cluster_service_;
+  std::unique_ptr<LockService> lock_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   bool grpc_server_started_ = false;
 

@@ -118,6 +118,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.gc_grace_seconds));
     } else if (key == "orphan_grace_seconds") {
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.orphan_grace_seconds));
+    } else if (key == "lock_lease_seconds") {
+      RETURN_IF_ERROR(ReadUnsigned(node, key, 3600, &c.lock_lease_seconds));
     } else if (key == "cluster") {
       RETURN_IF_ERROR(ReadString(node, key, &c.cluster));
     } else if (key == "gpu_types") {
@@ -185,6 +187,7 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
   }
   if (c.token.size() < 16) return KeyError("token", "must be at least 16 characters");
   if (c.worker_threads == 0) return KeyError("worker_threads", "must be at least 1");
+  if (c.lock_lease_seconds == 0) return KeyError("lock_lease_seconds", "must be at least 1");
   static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {
     return KeyError("log_level", "must be trace, debug, info, warn or error");

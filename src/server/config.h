@@ -27,6 +27,7 @@ struct ServerConfig {
   uint32_t gc_interval_seconds = 300;     // how often unreferenced chunks are collected
   uint32_t gc_grace_seconds = 3600;       // an uncommitted upload is kept this long
   uint32_t orphan_grace_seconds = 86400;  // an unlinked file nobody released is kept this long
+  uint32_t lock_lease_seconds = 15;       // a dead node's file locks are freed after this long
 
   // Cluster affinity (proto/traincache/v1/cluster.proto).
   std::string cluster = "local";          // this server's cluster (an id)

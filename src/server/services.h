@@ -4,10 +4,18 @@
 #ifndef TRAINCACHE_SERVER_SERVICES_H_
 #define TRAINCACHE_SERVER_SERVICES_H_
 
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
 #include "server/affinity.h"
+#include "server/lock_table.h"
 #include "server/service_context.h"
 #include "traincache/v1/admin.grpc.pb.h"
 #include "traincache/v1/cluster.grpc.pb.h"
+#include "traincache/v1/lock.grpc.pb.h"
 #include "traincache/v1/chunk.grpc.pb.h"
 #include "traincache/v1/namespace.grpc.pb.h"
 
@@ -101,6 +109,43 @@ class ClusterService final : public v1::Cluster::CallbackService {
   ServiceContext* ctx_;
   const ClusterTopology topology_;
   const std::string registry_address_;
+};
+
+// File locks across nodes (lock.proto): sessions with leases over one
+// LockTable. A thread expires sessions not renewed within the lease.
+class LockService final : public v1::Locks::CallbackService {
+ public:
+  LockService(ServiceContext* ctx, std::chrono::milliseconds lease);
+  ~LockService() override;
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* OpenSession(Ctx*, const v1::OpenSessionRequest*, v1::SessionResponse*) override;
+  Reactor* KeepAlive(Ctx*, const v1::SessionRef*, v1::SessionResponse*) override;
+  Reactor* CloseSession(Ctx*, const v1::SessionRef*, v1::SessionResponse*) override;
+  Reactor* Lock(Ctx*, const v1::LockRequest*, v1::LockResponse*) override;
+  Reactor* Unlock(Ctx*, const v1::LockRequest*, v1::LockResponse*) override;
+  Reactor* TestLock(Ctx*, const v1::LockRequest*, v1::TestLockResponse*) override;
+
+  LockTable& table() { return table_; }
+
+ private:
+  struct Session {
+    std::string node;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  // ENOLCK (FAILED_PRECONDITION) unless the session is alive.
+  absl::Status CheckSession(uint64_t session);
+  void ExpiryLoop();
+
+  ServiceContext* ctx_;
+  const std::chrono::milliseconds lease_;
+  LockTable table_;
+  std::mutex mu_;
+  std::map<uint64_t, Session> sessions_;  // guarded by mu_
+  bool stopping_ = false;                 // guarded by mu_
+  std::condition_variable cv_;
+  std::thread expiry_;
 };
 
 }  // namespace traincache::server

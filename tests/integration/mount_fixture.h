@@ -135,11 +135,13 @@ class MountTest : public ::testing::Test {
  protected:
   // Extra flags of both node daemons (a fixture overrides it).
   virtual std::vector<std::string> NodeArgs() const { return {}; }
+  // Extra flags of the server (a fixture overrides it; dir_ exists by then).
+  virtual std::vector<std::string> ServerArgs() const { return {}; }
 
   void SetUp() override {
     server_ = std::make_unique<ServerProcess>(dir_.Sub("server"), dir_.path(),
                                               FreeLoopbackAddress());
-    ASSERT_TRUE(server_->Start().ok()) << "see " << server_->log_file();
+    ASSERT_TRUE(server_->Start(ServerArgs()).ok()) << "see " << server_->log_file();
     std::filesystem::create_directories(dir_.Sub("a"));
     std::filesystem::create_directories(dir_.Sub("b"));
     a_ = std::make_unique<NodeProcess>(dir_.Sub("a"), server_->address(), server_->token_file());
