@@ -181,7 +181,13 @@ int main(int argc, char** argv) {
   unmount_scope->add_option("scope", scope)->required();
   auto* mounts = app.add_subcommand("mounts", "scopes mounted on this node");
   auto* stats = app.add_subcommand("stats", "this node's counters: tier, fetches, commits");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (100 and up) would break the documented contract:
+    // every usage error is exit code 2 (--help is 0).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   for (CLI::App* node_cmd : {mount_scope, unmount_scope, mounts, stats}) {
     if (!*node_cmd) continue;
