@@ -7,6 +7,8 @@
 //   traincache ... quota get <scope> | quota set <scope> <bytes>
 //   traincache ... delete-scope <scope> --yes
 //   traincache ... server-stats
+//   traincache ... summarize <id> [--team] [--sort filepath|size|modified|type|permissions]
+//                  [--order asc|desc] [-o cli-table|csv|json]   files of project (team) <id>
 // Node commands (talk to the local traincache-node's admin socket):
 //   traincache [--node-socket S] mount-scope <scope> [--no-create]
 //   traincache ... unmount-scope <scope>
@@ -23,6 +25,7 @@
 #include <iostream>
 #include <random>
 
+#include "cli/summarize_command.h"
 #include "rpc/client.h"
 #include "traincache/v1/node_admin.grpc.pb.h"
 #include "traincache/status.h"
@@ -170,6 +173,24 @@ int main(int argc, char** argv) {
   del->add_option("scope", scope)->required();
   del->add_flag("--yes", yes, "confirm");
   auto* server_stats = app.add_subcommand("server-stats", "server counters");
+  cli::SummarizeCommand summarize_cmd;
+  std::string summarize_sort = "filepath", summarize_order = "asc", summarize_format = "cli-table";
+  auto* summarize = app.add_subcommand("summarize", "list a project's (or team's) cache");
+  summarize->add_option("id", summarize_cmd.id, "project id (team id with --team)")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& id) {
+            absl::Status valid = ValidateScopeId(id);
+            return valid.ok() ? std::string() : std::string(valid.message());
+          },
+          "ID"));
+  summarize->add_flag("--team", summarize_cmd.team, "the id is a team's");
+  summarize->add_option("--sort", summarize_sort, "sort key (default filepath)")
+      ->check(CLI::IsMember({"filepath", "size", "modified", "type", "permissions"}));
+  summarize->add_option("--order", summarize_order, "asc or desc (default asc)")
+      ->check(CLI::IsMember({"asc", "desc"}));
+  summarize->add_option("-o,--output-format", summarize_format, "cli-table, csv or json")
+      ->check(CLI::IsMember({"cli-table", "csv", "json"}));
 
   std::string node_socket = cli::EnvOr("TRAINCACHE_NODE_SOCKET", "/run/traincache/node.sock");
   app.add_option("--node-socket", node_socket, "the local traincache-node's admin socket");
@@ -239,6 +260,11 @@ int main(int argc, char** argv) {
     if (status.ok()) std::cout << "deleted " << scope << " (" << resp.chunks_deleted() << " chunks)\n";
   } else if (*server_stats) {
     status = cli::Stats(client);
+  } else if (*summarize) {
+    summarize_cmd.sort = *cli::ParseSortKey(summarize_sort);
+    summarize_cmd.descending = summarize_order == "desc";
+    summarize_cmd.format = *cli::ParseOutputFormat(summarize_format);
+    status = cli::RunSummarize(client, summarize_cmd, std::cout);
   }
   if (!status.ok()) {
     std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "
