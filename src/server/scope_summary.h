@@ -3,20 +3,20 @@
 // what each number counts: hard-linked files once, directories as the sum of
 // the distinct files and symlinks below them).
 //
-// SummarizeScope walks the scope through MetadataStore::ReadDir (readdirplus
-// pages), breadth first, and keeps every entry in memory (about 100 bytes
-// plus the name each: a scope of 1,000,000 entries takes ~100-150 MB while
-// one Summarize runs). Directory sizes then take one pass from the last entry
-// to the first, since a directory's entries always come after it; hard-linked
-// files add their size once to each directory above any of their names,
-// visiting each such directory once. O(entries) time and memory; nothing is
-// quadratic in the number of entries or the depth.
+// SummarizeScope reads the scope with one MetadataStore::ScanScope (one
+// snapshot, two sequential range scans: linear whatever the order the
+// inodes were made in), keeping 40 bytes per inode and each entry's name,
+// then walks the tree breadth first from the root in memory (binary search
+// in the two sorted lists), so every directory precedes its entries.
+// Directory sizes then take one pass from the last directory to the first;
+// hard-linked files add their size once to each directory above any of
+// their names, visiting each such directory once. O(n log n) time, O(n)
+// memory: about 200 bytes per entry at the peak (a scope of 1,000,000
+// entries takes ~200-300 MB while one Summarize runs). Orphans (open
+// unlinked files) have no name and are not listed.
 //
-// The walk is not one snapshot: each ReadDir page is consistent on its own.
-// A directory moved during the walk may be missed or seen under its old or
-// new name; one that was already listed is never listed again (so no entry
-// twice, no loop). A directory removed during the walk keeps its entry with
-// size 0.
+// The summary is the tree at one instant (the scan's snapshot): a rename
+// during the call shows either before or after, never half.
 //
 // Thread-safe: SummarizeScope may run concurrently with itself and with any
 // mutation; a ScopeSummary is a plain value.
@@ -56,11 +56,11 @@ struct ScopeSummary {
   std::string PathOf(size_t i) const;
 };
 
-// Walks `scope` and adds up its sizes. NOT_FOUND ("project x has no cache on
-// this cluster") if the scope does not exist, also when it is deleted during
-// the walk; it is never created. CANCELLED as soon as `cancelled` (checked
-// once per ReadDir page; may be empty) returns true. The store's error
-// otherwise.
+// Reads `scope` and adds up its sizes. NOT_FOUND ("project x has no cache on
+// this cluster") if the scope does not exist; it is never created. CANCELLED
+// soon after `cancelled` (may be empty; checked every few thousand records
+// and once per directory) returns true. The store's error otherwise
+// (DATA_LOSS for an entry naming a missing inode).
 absl::StatusOr<ScopeSummary> SummarizeScope(MetadataStore& meta, const Scope& scope,
                                             const std::function<bool()>& cancelled = nullptr);
 

@@ -1,6 +1,6 @@
 // SummarizeScope over the in-memory metadata store: paths, directory sums,
 // hard links counted once, symlinks, the never-created unknown scope,
-// pagination past one ReadDir page and cancellation.
+// orphans left out, large directories and cancellation.
 #include "server/scope_summary.h"
 
 #include <gtest/gtest.h>
@@ -123,7 +123,7 @@ TEST_F(ScopeSummaryTest, UnknownScopeIsNotFoundAndNotCreated) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(ScopeSummaryTest, ListsDirectoriesLongerThanOnePage) {
+TEST_F(ScopeSummaryTest, ListsLargeDirectories) {
   InodeId d = Mkdir(kRootInode, "many");
   const int n = static_cast<int>(kMaxReadDirEntries) * 2 + 10;
   for (int i = 0; i < n; ++i) File(d, "f" + std::to_string(i), 3);
@@ -132,6 +132,17 @@ TEST_F(ScopeSummaryTest, ListsDirectoriesLongerThanOnePage) {
   EXPECT_EQ(s->items.size(), static_cast<size_t>(n) + 1);
   EXPECT_EQ(s->total_files, static_cast<uint64_t>(n));
   EXPECT_EQ(Rows(*s)["many"].size, 3u * n);
+}
+
+TEST_F(ScopeSummaryTest, OpenUnlinkedFilesAreNotListed) {
+  InodeId f = File(kRootInode, "open-then-unlinked", 50);
+  ASSERT_TRUE(meta_->Unlink(scope_, kRootInode, "open-then-unlinked").ok());
+  File(kRootInode, "kept", 5);
+  auto s = SummarizeScope(*meta_, scope_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Rows(*s), (std::map<std::string, Row>{{"kept", {5, S_IFREG | 0644}}}));
+  EXPECT_EQ(s->total_size, 5u);
+  EXPECT_TRUE(meta_->GetAttr(scope_, f).ok());  // Still an orphan, just not named.
 }
 
 TEST_F(ScopeSummaryTest, StopsWhenCancelled) {
