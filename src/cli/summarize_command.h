@@ -3,7 +3,7 @@
 // through summarize.h. The server walks the scope and adds up directory
 // sizes; this side only sorts and renders, so every sort order costs the
 // server the same. The whole listing is held in memory to sort it (about
-// 100 bytes a row plus the path: ~150 MB for a million files).
+// 100 bytes a row plus the path: ~190 MB peak for a million entries).
 //
 // Thread-safe: no shared state.
 #ifndef TRAINCACHE_CLI_SUMMARIZE_COMMAND_H_
