@@ -9,6 +9,8 @@
 //   traincache ... server-stats
 //   traincache ... pin show|clear <project> | pin set <project> <cluster>
 //   traincache ... delete-project <project> --yes
+//   traincache ... summarize <id> [--team] [--sort filepath|size|modified|type|permissions]
+//                  [--order asc|desc] [-o cli-table|csv|json]   files of project (team) <id>
 // Node commands (talk to the local traincache-node's admin socket):
 //   traincache attach --project P [--team T] --gpu H100 --job J
 //                     [--require-cache-affinity=false] [-o env|json]
@@ -30,6 +32,7 @@
 #include <random>
 
 #include "cli/job_commands.h"
+#include "cli/summarize_command.h"
 #include "rpc/client.h"
 #include "traincache/v1/node_admin.grpc.pb.h"
 #include "traincache/status.h"
@@ -175,6 +178,24 @@ int main(int argc, char** argv) {
   del->add_option("scope", scope)->required();
   del->add_flag("--yes", yes, "confirm");
   auto* server_stats = app.add_subcommand("server-stats", "server counters");
+  cli::SummarizeCommand summarize_cmd;
+  std::string summarize_sort = "filepath", summarize_order = "asc", summarize_format = "cli-table";
+  auto* summarize = app.add_subcommand("summarize", "list a project's (or team's) cache");
+  summarize->add_option("id", summarize_cmd.id, "project id (team id with --team)")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& id) {
+            absl::Status valid = ValidateScopeId(id);
+            return valid.ok() ? std::string() : std::string(valid.message());
+          },
+          "ID"));
+  summarize->add_flag("--team", summarize_cmd.team, "the id is a team's");
+  summarize->add_option("--sort", summarize_sort, "sort key (default filepath)")
+      ->check(CLI::IsMember({"filepath", "size", "modified", "type", "permissions"}));
+  summarize->add_option("--order", summarize_order, "asc or desc (default asc)")
+      ->check(CLI::IsMember({"asc", "desc"}));
+  summarize->add_option("-o,--output-format", summarize_format, "cli-table, csv or json")
+      ->check(CLI::IsMember({"cli-table", "csv", "json"}));
 
   std::string node_socket = cli::EnvOr("TRAINCACHE_NODE_SOCKET", "/run/traincache/node.sock");
   app.add_option("--node-socket", node_socket, "the local traincache-node's admin socket");
@@ -222,7 +243,13 @@ int main(int argc, char** argv) {
       app.add_subcommand("delete-project", "permanently delete a project's cache everywhere");
   delete_project->add_option("project", project)->required();
   delete_project->add_flag("--yes", yes, "confirm");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (100 and up) would break the documented contract:
+    // every usage error is exit code 2 (--help is 0).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   auto report = [](const absl::Status& status) {
     if (status.ok()) return 0;
@@ -298,6 +325,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     status = cli::DeleteProject(client, project);
+  } else if (*summarize) {
+    summarize_cmd.sort = *cli::ParseSortKey(summarize_sort);
+    summarize_cmd.descending = summarize_order == "desc";
+    summarize_cmd.format = *cli::ParseOutputFormat(summarize_format);
+    status = cli::RunSummarize(client, summarize_cmd, std::cout);
   }
   if (!status.ok()) {
     std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "

@@ -154,6 +154,10 @@ std::string ScopeKeys::Inode(InodeId ino) const {
   return k;
 }
 
+std::string ScopeKeys::InodePrefix() const { return Tagged(kTagInode); }
+
+std::string ScopeKeys::DentriesPrefix() const { return Tagged(kTagDentry); }
+
 std::string ScopeKeys::DentryPrefix(InodeId parent) const {
   std::string k = Tagged(kTagDentry);
   PutBigEndian64(&k, parent);
@@ -233,6 +237,15 @@ absl::StatusOr<InodeId> ParseInoKey(std::string_view key, std::string_view prefi
   InodeId ino = 0;
   for (char c : rest) ino = (ino << 8) | static_cast<uint8_t>(c);
   return ino;
+}
+
+absl::StatusOr<DentryKey> ParseDentryKey(std::string_view key, std::string_view prefix) {
+  ASSIGN_OR_RETURN(std::string_view rest, KeySuffix(key, prefix));
+  if (rest.size() < 9) return absl::DataLossError("entry key has no parent and name");
+  DentryKey out;
+  for (char c : rest.substr(0, 8)) out.parent = (out.parent << 8) | static_cast<uint8_t>(c);
+  out.name = rest.substr(8);
+  return out;
 }
 
 absl::StatusOr<ChunkId> ParseChunkIdKey(std::string_view key, std::string_view prefix) {

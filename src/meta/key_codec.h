@@ -75,8 +75,10 @@ class ScopeKeys {
 
   std::string Meta() const;
   std::string Inode(InodeId ino) const;
+  std::string InodePrefix() const;  // Every inode record of the scope.
   std::string Dentry(InodeId parent, std::string_view name) const;
   std::string DentryPrefix(InodeId parent) const;  // All entries of `parent`.
+  std::string DentriesPrefix() const;  // All entries of every directory.
   std::string Symlink(InodeId ino) const;
   std::string Xattr(InodeId ino, std::string_view name) const;
   std::string XattrPrefix(InodeId ino) const;  // All xattrs of `ino`.
@@ -101,6 +103,14 @@ absl::StatusOr<std::string_view> KeySuffix(std::string_view key, std::string_vie
 absl::StatusOr<InodeId> ParseInoKey(std::string_view key, std::string_view prefix);
 // The chunk id of a key that is `prefix` + 32 bytes (garbage, refcount keys).
 absl::StatusOr<ChunkId> ParseChunkIdKey(std::string_view key, std::string_view prefix);
+// The parent and name of a directory entry key; `prefix` is
+// ScopeKeys::DentriesPrefix(). The name points into `key`. DATA_LOSS if the
+// key is shorter than prefix + 8 + 1 or has another prefix.
+struct DentryKey {
+  InodeId parent = 0;
+  std::string_view name;
+};
+absl::StatusOr<DentryKey> ParseDentryKey(std::string_view key, std::string_view prefix);
 
 // --- values ---
 

@@ -881,6 +881,35 @@ absl::StatusOr<std::vector<InodeId>> KvMetadataStore::ListOrphans(const Scope& s
   return orphans;
 }
 
+// --- whole-scope scan ---
+
+absl::Status KvMetadataStore::ScanScope(
+    const Scope& scope, const std::function<absl::Status(const InodeAttr&)>& inode,
+    const std::function<absl::Status(InodeId parent, std::string_view name, InodeId child)>&
+        entry) {
+  ScopeKeys keys(scope);
+  std::unique_ptr<KvView> snap = backend_->NewSnapshot();
+  ASSIGN_OR_RETURN(std::optional<ScopeMeta> meta, ReadScopeMeta(*snap, keys));
+  if (!meta) return ScopeNotFound(scope);
+  // Two range scans of the one snapshot, each in key order: no point reads.
+  std::string prefix = keys.InodePrefix();
+  std::unique_ptr<KvIterator> it = snap->NewIterator(prefix, PrefixEnd(prefix));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    ASSIGN_OR_RETURN(InodeId ino, ParseInoKey(it->key(), prefix));
+    ASSIGN_OR_RETURN(InodeRecord rec, DecodeInode(ino, it->value()));
+    RETURN_IF_ERROR(inode(rec.attr));
+  }
+  RETURN_IF_ERROR(it->status());
+  prefix = keys.DentriesPrefix();
+  it = snap->NewIterator(prefix, PrefixEnd(prefix));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    ASSIGN_OR_RETURN(DentryKey key, ParseDentryKey(it->key(), prefix));
+    ASSIGN_OR_RETURN(DentryValue d, DecodeDentry(it->value()));
+    RETURN_IF_ERROR(entry(key.parent, key.name, d.ino));
+  }
+  return it->status();
+}
+
 // --- chunk references ---
 
 absl::StatusOr<uint64_t> KvMetadataStore::ChunkRefCount(const Scope& scope, const ChunkId& id) {

@@ -81,6 +81,10 @@ class KvMetadataStore : public MetadataStore {
   absl::Status ReleaseInode(const Scope& scope, InodeId ino) override;
   absl::StatusOr<uint64_t> PurgeOrphans(const Scope& scope, Timespec older_than) override;
   absl::StatusOr<std::vector<InodeId>> ListOrphans(const Scope& scope) override;
+  absl::Status ScanScope(
+      const Scope& scope, const std::function<absl::Status(const InodeAttr&)>& inode,
+      const std::function<absl::Status(InodeId parent, std::string_view name, InodeId child)>&
+          entry) override;
 
   absl::StatusOr<uint64_t> ChunkRefCount(const Scope& scope, const ChunkId& id) override;
   absl::StatusOr<std::vector<ChunkId>> ListGarbage(const Scope& scope, uint32_t limit) override;

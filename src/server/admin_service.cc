@@ -1,12 +1,116 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <mutex>
 
+#include "rpc/convert.h"
+#include "server/scope_summary.h"
 #include "server/services.h"
 #include "traincache/status.h"
 
 namespace traincache::server {
+
+namespace {
+
+// Bounds of one Summarize message after the header (admin.proto): at most
+// this many entries, and no entry is added once the message holds this many
+// bytes (so a message exceeds it by at most one path).
+constexpr size_t kSummaryBatchEntries = 1000;
+constexpr size_t kSummaryBatchBytes = 1 << 20;
+
+// Walks the scope on the worker pool (it reads the whole scope: seconds for
+// millions of entries), then streams the header and the entries in batches,
+// one message in flight at a time: each batch is built from the in-memory
+// summary when the previous write is done, so the stream never holds more
+// than one batch in protobuf form.
+class SummarizeReactor final : public grpc::ServerWriteReactor<v1::SummarizeResponse> {
+ public:
+  SummarizeReactor(ServiceContext* ctx, grpc::CallbackServerContext* call,
+                   const v1::SummarizeRequest* req)
+      : ctx_(ctx) {
+    if (absl::Status auth = ctx_->CheckAuth(call); !auth.ok()) {
+      End(auth);
+      return;
+    }
+    // `call` and `req` live until OnDone, which cannot come before Finish.
+    ctx_->pool().Submit([this, call, req] {
+      absl::Status status = Load(*req, [call] { return call->IsCancelled(); });
+      if (!status.ok()) {
+        End(status);
+        return;
+      }
+      msg_.Clear();
+      v1::SummaryHeader* header = msg_.mutable_header();
+      header->set_captured_at(summary_.captured_at.sec);
+      header->set_total_files(summary_.total_files);
+      header->set_total_size_bytes(summary_.total_size);
+      header->set_entries(summary_.items.size());
+      StartWrite(&msg_);
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      End(absl::CancelledError("client went away"));
+      return;
+    }
+    NextBatch();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Load(const v1::SummarizeRequest& req, const std::function<bool()>& cancelled) {
+    ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req.scope()));
+    auto start = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(summary_, SummarizeScope(ctx_->meta(), scope, cancelled));
+    // As every read answer: nothing leaves before what it saw is durable.
+    RETURN_IF_ERROR(ctx_->meta().WaitReadsDurable());
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count();
+    spdlog::info("scope {}: summarized {} entries ({} files, {} bytes) in {} ms",
+                 scope.ToString(), summary_.items.size(), summary_.total_files,
+                 summary_.total_size, ms);
+    return absl::OkStatus();
+  }
+
+  void NextBatch() {
+    if (next_ == summary_.items.size()) {
+      summary_ = ScopeSummary();  // Free the listing before the call winds down.
+      End(absl::OkStatus());
+      return;
+    }
+    msg_.Clear();
+    size_t bytes = 0;
+    while (next_ < summary_.items.size() &&
+           static_cast<size_t>(msg_.entries_size()) < kSummaryBatchEntries &&
+           bytes < kSummaryBatchBytes) {
+      const SummaryItem& item = summary_.items[next_];
+      v1::SummaryEntry* e = msg_.add_entries();
+      e->set_path(summary_.PathOf(next_));
+      e->set_size_bytes(item.size);
+      rpc::ToProto(item.mtime, e->mutable_mtime());
+      e->set_mode(item.mode);
+      bytes += e->path().size() + 32;  // Tags, varints, mtime: well under 32 bytes.
+      ++next_;
+    }
+    StartWrite(&msg_);
+  }
+
+  void End(const absl::Status& status) {
+    ctx_->Finished("rpc.Summarize", status);
+    Finish(rpc::ToGrpcStatus(status));
+  }
+
+  ServiceContext* ctx_;
+  ScopeSummary summary_;
+  size_t next_ = 0;  // The first item not sent yet.
+  v1::SummarizeResponse msg_;
+};
+
+}  // namespace
 
 grpc::ServerUnaryReactor* AdminService::Ping(grpc::CallbackServerContext* c,
                                              const v1::PingRequest*, v1::PingResponse* resp) {
@@ -123,6 +227,11 @@ grpc::ServerUnaryReactor* AdminService::CollectGarbage(grpc::CallbackServerConte
     resp->set_chunks_deleted(deleted);
     return absl::OkStatus();
   });
+}
+
+grpc::ServerWriteReactor<v1::SummarizeResponse>* AdminService::Summarize(
+    grpc::CallbackServerContext* c, const v1::SummarizeRequest* req) {
+  return new SummarizeReactor(ctx_, c, req);
 }
 
 }  // namespace traincache::server

@@ -83,6 +83,9 @@ class AdminService final : public v1::Admin::CallbackService {
   Reactor* ListScopes(Ctx*, const v1::ListScopesRequest*, v1::ListScopesResponse*) override;
   Reactor* GetStats(Ctx*, const v1::GetStatsRequest*, v1::GetStatsResponse*) override;
   Reactor* CollectGarbage(Ctx*, const v1::ScopeRef*, v1::CollectGarbageResponse*) override;
+  // Walks the scope on the worker pool (scope_summary.h), then streams it.
+  grpc::ServerWriteReactor<v1::SummarizeResponse>* Summarize(
+      Ctx*, const v1::SummarizeRequest*) override;
 
  private:
   ServiceContext* ctx_;

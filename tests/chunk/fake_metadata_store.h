@@ -142,6 +142,11 @@ class FakeMetadataStore : public MetadataStore {
   absl::StatusOr<std::vector<InodeId>> ListOrphans(const Scope&) override {
     return Unimplemented();
   }
+  absl::Status ScanScope(
+      const Scope&, const std::function<absl::Status(const InodeAttr&)>&,
+      const std::function<absl::Status(InodeId, std::string_view, InodeId)>&) override {
+    return Unimplemented();
+  }
 
  private:
   static absl::Status Unimplemented() {

@@ -59,7 +59,17 @@ TEST(KeyCodecTest, InodeKeysSortNumerically) {
     absl::StatusOr<InodeId> parsed = ParseInoKey(keys.Orphan(ino), keys.OrphanPrefix());
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, ino);
+    parsed = ParseInoKey(keys.Inode(ino), keys.InodePrefix());
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, ino);
+    absl::StatusOr<DentryKey> entry = ParseDentryKey(keys.Dentry(ino, "n\xff/"), keys.DentriesPrefix());
+    ASSERT_TRUE(entry.ok()) << entry.status();
+    EXPECT_EQ(entry->parent, ino);
+    EXPECT_EQ(entry->name, "n\xff/");
   }
+  // Every entry key lies in the all-entries range; inode keys do not.
+  EXPECT_TRUE(keys.Dentry(~0ull, "z").starts_with(keys.DentriesPrefix()));
+  EXPECT_FALSE(keys.Inode(1).starts_with(keys.DentriesPrefix()));
   // Names sort bytewise, unsigned.
   EXPECT_LT(keys.Dentry(5, "a"), keys.Dentry(5, "b"));
   EXPECT_LT(keys.Dentry(5, "z"), keys.Dentry(5, "\x80"));
@@ -72,6 +82,10 @@ TEST(KeyCodecTest, KeyParsersRejectWrongShapes) {
   EXPECT_EQ(ParseInoKey(keys.Orphan(1).substr(0, 15), keys.OrphanPrefix()).status().code(),
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(ParseInoKey(keys.Inode(1), keys.OrphanPrefix()).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ParseDentryKey(keys.DentryPrefix(1), keys.DentriesPrefix()).status().code(),
+            absl::StatusCode::kDataLoss);  // No name.
+  EXPECT_EQ(ParseDentryKey(keys.Inode(1) + "x", keys.DentriesPrefix()).status().code(),
             absl::StatusCode::kDataLoss);
   ChunkId id = ChunkId::Of("x");
   absl::StatusOr<ChunkId> parsed = ParseChunkIdKey(keys.Garbage(id), keys.GarbagePrefix());

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "meta_test_util.h"
@@ -1242,6 +1243,68 @@ TEST_P(MetadataStoreTest, ConcurrentRenamesKeepTreeConsistent) {
   EXPECT_EQ(Names(a.ino).size(), static_cast<size_t>(kDirs));
   EXPECT_EQ(Attr(a.ino).nlink, 2u + kDirs);
   EXPECT_EQ(Attr(b.ino).nlink, 2u);
+}
+
+// --- whole-scope scan ---
+
+TEST_P(MetadataStoreTest, ScanScopeSeesEveryInodeAndEntryInKeyOrder) {
+  InodeAttr d = Mkdir(kRootInode, "d");
+  InodeAttr f = Create(d.ino, "f");
+  Commit(f.ino, 3 * kCs, 1);
+  ASSERT_OK(store_->Link(scope_, f.ino, kRootInode, "f-link"));
+  ASSERT_OK(store_->Symlink(scope_, kRootInode, "s", "d/f", caller_));
+  InodeAttr gone = Create(kRootInode, "gone");  // Orphaned below: an inode, no entry.
+  ASSERT_OK(store_->Unlink(scope_, kRootInode, "gone"));
+  Scope other = *Scope::Parse("project:alphabet");  // A scope whose name extends ours.
+  ASSERT_OK(store_->OpenScope(other, /*create=*/true));
+  ASSERT_OK(store_->Create(other, kRootInode, "not-ours", 0644, caller_, true));
+
+  std::vector<InodeAttr> inodes;
+  std::vector<std::tuple<InodeId, std::string, InodeId>> entries;
+  ASSERT_OK(store_->ScanScope(
+      scope_,
+      [&](const InodeAttr& a) {
+        EXPECT_TRUE(entries.empty()) << "inodes come first";
+        inodes.push_back(a);
+        return absl::OkStatus();
+      },
+      [&](InodeId parent, std::string_view name, InodeId child) {
+        entries.emplace_back(parent, std::string(name), child);
+        return absl::OkStatus();
+      }));
+  ASSERT_EQ(inodes.size(), 5u);  // Root, d, f, s and the orphan.
+  for (size_t i = 0; i < inodes.size(); ++i) {
+    EXPECT_EQ(inodes[i], Attr(inodes[i].ino)) << i;  // Whole attrs, as GetAttr has them.
+    if (i > 0) {
+      EXPECT_LT(inodes[i - 1].ino, inodes[i].ino);
+    }
+  }
+  EXPECT_EQ(inodes[0].ino, kRootInode);
+  EXPECT_EQ(inodes[2].size, 3 * kCs);
+  EXPECT_EQ(inodes[4].ino, gone.ino);
+  EXPECT_EQ(inodes[4].nlink, 0u);
+  InodeId s = store_->Lookup(scope_, kRootInode, "s")->ino;
+  std::vector<std::tuple<InodeId, std::string, InodeId>> want = {
+      {kRootInode, "d", d.ino},
+      {kRootInode, "f-link", f.ino},
+      {kRootInode, "s", s},
+      {d.ino, "f", f.ino},
+  };
+  EXPECT_EQ(entries, want);
+
+  // A callback's error stops the scan and comes back.
+  int calls = 0;
+  absl::Status stop = store_->ScanScope(
+      scope_,
+      [&](const InodeAttr&) {
+        return ++calls == 2 ? absl::CancelledError("enough") : absl::OkStatus();
+      },
+      [&](InodeId, std::string_view, InodeId) { return absl::OkStatus(); });
+  EXPECT_EQ(stop.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(calls, 2);
+
+  auto none = [](auto&&...) { return absl::OkStatus(); };
+  EXPECT_ERRNO(store_->ScanScope(*Scope::Parse("team:nope"), none, none), ENOENT);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -18,13 +18,21 @@
 namespace traincache::testing {
 namespace {
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+// Runs argv with stdout appended to `log` (stderr too, unless `err` names
+// its own file, which is truncated; so is `log` then).
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
+            const std::string& err = "") {
   pid_t pid = fork();
   if (pid != 0) return pid;
-  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  int flags = O_WRONLY | O_CREAT | (err.empty() ? O_APPEND : O_TRUNC);
+  int fd = open(log.c_str(), flags, 0644);
   if (fd >= 0) {
     dup2(fd, 1);
     dup2(fd, 2);
+  }
+  if (!err.empty()) {
+    int efd = open(err.c_str(), flags, 0644);
+    if (efd >= 0) dup2(efd, 2);
   }
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -143,7 +151,12 @@ std::string FreeLoopbackAddress() {
 }
 
 int RunProgram(const std::vector<std::string>& argv, const std::string& log, int timeout_seconds) {
-  pid_t pid = Spawn(argv, log);
+  return RunProgramSplit(argv, log, "", timeout_seconds);
+}
+
+int RunProgramSplit(const std::vector<std::string>& argv, const std::string& out,
+                    const std::string& err, int timeout_seconds) {
+  pid_t pid = Spawn(argv, out, err);
   int status = WaitFor(pid, std::chrono::seconds(timeout_seconds));
   if (status == -1) {
     kill(pid, SIGKILL);

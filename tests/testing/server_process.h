@@ -62,6 +62,11 @@ std::string FreeLoopbackAddress();
 // (or 128+signal). Used for refusal-to-start tests.
 int RunProgram(const std::vector<std::string>& argv, const std::string& log,
                int timeout_seconds = 30);
+// As RunProgram, with standard output to file `out` and standard error to
+// file `err` (non-empty; both truncated first): for tests that compare a
+// program's output exactly.
+int RunProgramSplit(const std::vector<std::string>& argv, const std::string& out,
+                    const std::string& err, int timeout_seconds = 30);
 
 }  // namespace traincache::testing
 
