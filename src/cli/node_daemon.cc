@@ -12,6 +12,7 @@ namespace traincache::cli {
 
 absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions options) {
   std::unique_ptr<NodeDaemon> d(new NodeDaemon(std::move(options)));
+  if (!d->options_.client.metrics) d->options_.client.metrics = d->options_.metrics;
   d->client_ = std::make_unique<rpc::GrpcClusterClient>(d->options_.client);
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
@@ -48,8 +49,9 @@ absl::StatusOr<std::pair<std::string, bool>> NodeDaemon::Mount(const Scope& scop
       scope, client_.get(), fetcher_.get(), tier_.get(),
       node::FilesystemOptions{.staging_dir = options_.staging_dir, .create_scope = create});
   RETURN_IF_ERROR(m.fs->Init().status());
-  ASSIGN_OR_RETURN(m.mount,
-                   fuse::FuseMount::Mount(m.fs.get(), fuse::FuseMountOptions{.mountpoint = m.mountpoint}));
+  ASSIGN_OR_RETURN(m.mount, fuse::FuseMount::Mount(
+                                m.fs.get(), fuse::FuseMountOptions{.mountpoint = m.mountpoint,
+                                                                   .metrics = options_.metrics}));
   std::string mountpoint = m.mountpoint;
   mounts_.emplace(scope.ToString(), std::move(m));
   return std::make_pair(mountpoint, false);

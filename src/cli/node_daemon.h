@@ -31,6 +31,9 @@ struct NodeDaemonOptions {
   std::string staging_dir;
   DiskTierOptions tier;
   std::string admin_socket;  // empty: no admin endpoint
+  // Where the FUSE op and RPC latency histograms go (also client.metrics
+  // unless that is set); nullptr: none. Must outlive the daemon.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {

@@ -6,6 +6,7 @@
 //                   --tier-dir DIR --staging-dir DIR [--tier-capacity-bytes N]
 //                   [--scope project:ID ...] [--outage-timeout-seconds S]
 //                   [--admin-socket /run/traincache/node.sock]
+//                   [--metrics-listen HOST:PORT]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first).
@@ -19,6 +20,8 @@
 
 #include "common/malloc_tuning.h"
 #include "cli/node_daemon.h"
+#include "metrics/counter_families.h"
+#include "metrics/metrics_endpoint.h"
 
 using namespace traincache;
 
@@ -43,6 +46,9 @@ int main(int argc, char** argv) {
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin endpoint (mount-scope, unmount-scope, stats); "
                  "empty: none");
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "host:port of the Prometheus /metrics endpoint (empty: none)");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -69,6 +75,16 @@ int main(int argc, char** argv) {
     parsed.push_back(*scope);
   }
 
+  // Declared before the daemon: its histograms live in the endpoint's registry.
+  std::unique_ptr<metrics::MetricsEndpoint> metrics;
+  if (!metrics_listen.empty()) {
+    auto endpoint = metrics::MetricsEndpoint::Start(metrics_listen);
+    if (!endpoint.ok()) {
+      std::cerr << "traincache-node: --metrics-listen: " << endpoint.status().message() << "\n";
+      return endpoint.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    metrics = *std::move(endpoint);
+  }
   auto daemon = cli::NodeDaemon::Start(cli::NodeDaemonOptions{
       .client = {.target = server,
                  .token = token,
@@ -76,10 +92,16 @@ int main(int argc, char** argv) {
       .mount_root = mount_root,
       .staging_dir = staging_dir,
       .tier = {.dir = tier_dir, .capacity_bytes = tier_capacity},
-      .admin_socket = admin_socket});
+      .admin_socket = admin_socket,
+      .metrics = metrics ? &metrics->registry() : nullptr});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;
+  }
+  if (metrics) {
+    metrics->AddCollectable([d = daemon->get()] {
+      return metrics::CounterFamilies(metrics::NodeCounterNaming(), d->Counters());
+    });
   }
   int exit_code = 0;
   for (const Scope& scope : parsed) {
@@ -92,12 +114,17 @@ int main(int argc, char** argv) {
     }
   }
   if (exit_code == 0) {
-    spdlog::info("traincache-node serving {} scope(s) under {}{}", parsed.size(), mount_root,
-                 admin_socket.empty() ? "" : ", admin socket " + admin_socket);
+    std::string serving = fmt::format("serving {} scope(s) under {}{}{}", parsed.size(),
+                                      mount_root,
+                                      admin_socket.empty() ? "" : ", admin socket " + admin_socket,
+                                      metrics ? ", metrics on " + metrics->address() : "");
+    spdlog::info("traincache-node {}", serving);
     int sig = 0;
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   }
+  // No scrape reads the daemon's counters past this line.
+  if (metrics) metrics->Stop();
   // Unmount every scope (see NodeDaemon::Shutdown), then go.
   (*daemon)->Shutdown();
   return exit_code;

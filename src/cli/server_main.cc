@@ -2,6 +2,7 @@
 //
 //   traincache-server --config /etc/traincache/server.toml [--data-dir D] [--listen A]
 //                     [--token-file F] [--default-quota-bytes N] [--log-level L]
+//                     [--metrics-listen HOST:PORT]
 //
 // Flags override the file. Exits 2 with a message naming the key when the
 // config is wrong, 1 when the server cannot start (data dir locked, port in
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
   traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache-server: the cluster cache service"};
   std::string config_path;
-  std::optional<std::string> data_dir, listen, token_file, log_level;
+  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen;
   std::optional<uint64_t> quota;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
@@ -33,6 +34,8 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "file holding the bearer token");
   app.add_option("--default-quota-bytes", quota, "quota of a new scope (default 1 TB)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "host:port of the Prometheus /metrics endpoint (empty: none)");
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals in every thread; main waits for them below.
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
     }
     if (quota) config->default_quota_bytes = *quota;
     if (log_level) config->log_level = *log_level;
+    if (metrics_listen) config->metrics_listen = *metrics_listen;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
   }
   if (!config.ok()) {

@@ -5,7 +5,11 @@
 //
 // Mount options: allow_other (container users reach the mount) and
 // default_permissions (the kernel checks modes, so the core need not), 1 MiB
-// reads and writes. Thread-safe: Unmount may be called from any thread, once.
+// reads and writes. With a metrics registry, every request's time from the
+// callback's start to its reply goes into
+// traincache_node_fuse_op_duration_seconds{op="lookup"|"read"|...} (one
+// histogram per op, resolved at mount). Thread-safe: Unmount may be called
+// from any thread, once.
 #ifndef TRAINCACHE_FUSE_FUSE_MOUNT_H_
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
@@ -17,12 +21,21 @@
 #include "node/filesystem.h"
 
 struct fuse_session;
+namespace prometheus {
+class Histogram;
+class Registry;
+}  // namespace prometheus
+namespace traincache::metrics {
+class LatencyHistograms;
+}  // namespace traincache::metrics
 
 namespace traincache::fuse {
 
 struct FuseMountOptions {
   std::string mountpoint;  // Created if missing.
   unsigned max_threads = 16;
+  // Where the op latency histograms go; nullptr: none. Must outlive the mount.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class FuseMount {
@@ -43,6 +56,8 @@ class FuseMount {
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
   struct fuse_session* session() const { return session_; }
+  // The latency histogram of op number `op` (fuse_mount.cc), or nullptr.
+  prometheus::Histogram* OpLatency(size_t op) const;
 
  private:
   FuseMount() = default;
@@ -55,6 +70,7 @@ class FuseMount {
   // The kernel's connection number (/sys/fs/fuse/connections/<n>), read at
   // mount: the way to abort a busy connection.
   unsigned connection_ = 0;
+  std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
 };
 
 }  // namespace traincache::fuse

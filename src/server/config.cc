@@ -67,6 +67,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.gc_grace_seconds));
     } else if (key == "orphan_grace_seconds") {
       RETURN_IF_ERROR(ReadUnsigned(node, key, 86400 * 30, &c.orphan_grace_seconds));
+    } else if (key == "metrics_listen") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.metrics_listen));
     } else {
       return KeyError(key, "unknown key");
     }
@@ -91,6 +93,16 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
   if (c.listen.empty()) return KeyError("listen", "is required");
   if (c.listen.rfind("unix:", 0) != 0 && c.listen.find(':') == std::string::npos) {
     return KeyError("listen", "must be host:port or unix:/path");
+  }
+  if (!c.metrics_listen.empty()) {
+    size_t colon = c.metrics_listen.rfind(':');
+    bool port_ok = colon != std::string::npos && colon > 0 && colon + 1 < c.metrics_listen.size() &&
+                   c.metrics_listen.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                   c.metrics_listen.size() - colon - 1 <= 5 &&
+                   std::stoul(c.metrics_listen.substr(colon + 1)) <= 65535;
+    if (!port_ok || c.metrics_listen.rfind("unix:", 0) == 0) {
+      return KeyError("metrics_listen", "must be host:port (e.g. 127.0.0.1:9464) or empty");
+    }
   }
   if (c.token.empty() && !c.token_file.empty()) {
     std::ifstream in(c.token_file);

@@ -25,6 +25,7 @@ struct ServerConfig {
   uint32_t gc_interval_seconds = 300;     // how often unreferenced chunks are collected
   uint32_t gc_grace_seconds = 3600;       // an uncommitted upload is kept this long
   uint32_t orphan_grace_seconds = 86400;  // an unlinked file nobody released is kept this long
+  std::string metrics_listen;             // "host:port" of the Prometheus endpoint; empty: none
 };
 
 // Parses TOML text into `base` (keys absent from the text keep base's value).
