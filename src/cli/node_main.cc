@@ -9,7 +9,9 @@
 //                   [--metrics-listen HOST:PORT]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
-// mount is committed and unmounted first).
+// mount is committed and unmounted first). Under systemd (Type=notify) it
+// reports READY=1 only once every --scope mount answers a stat, and
+// STOPPING=1 on a stop signal.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -20,6 +22,7 @@
 
 #include "common/malloc_tuning.h"
 #include "cli/node_daemon.h"
+#include "cli/service_notify.h"
 #include "metrics/counter_families.h"
 #include "metrics/metrics_endpoint.h"
 
@@ -104,13 +107,24 @@ int main(int argc, char** argv) {
     });
   }
   int exit_code = 0;
+  std::vector<std::string> mountpoints;
   for (const Scope& scope : parsed) {
+    cli::NotifyStatus("mounting " + scope.ToString());
     auto mounted = (*daemon)->Mount(scope, /*create=*/true);
     if (!mounted.ok()) {
       std::cerr << "traincache-node: " << scope.ToString() << ": " << mounted.status().message()
                 << "\n";
       exit_code = 1;
       break;
+    }
+    mountpoints.push_back(mounted->first);
+  }
+  if (exit_code == 0) {
+    // Ready means served: each mount answers a stat through its session loop.
+    absl::Status answering = cli::WaitUntilAnswering(mountpoints, std::chrono::seconds(60));
+    if (!answering.ok()) {
+      std::cerr << "traincache-node: " << answering.message() << "\n";
+      exit_code = 1;
     }
   }
   if (exit_code == 0) {
@@ -119,9 +133,11 @@ int main(int argc, char** argv) {
                                       admin_socket.empty() ? "" : ", admin socket " + admin_socket,
                                       metrics ? ", metrics on " + metrics->address() : "");
     spdlog::info("traincache-node {}", serving);
+    cli::NotifyReady(serving);
     int sig = 0;
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    cli::NotifyStopping("committing and unmounting every scope");
   }
   // No scrape reads the daemon's counters past this line.
   if (metrics) metrics->Stop();

@@ -6,7 +6,9 @@
 //
 // Flags override the file. Exits 2 with a message naming the key when the
 // config is wrong, 1 when the server cannot start (data dir locked, port in
-// use), 0 after a clean shutdown on SIGTERM or SIGINT.
+// use), 0 after a clean shutdown on SIGTERM or SIGINT. Under systemd
+// (Type=notify) it reports READY=1 once it listens and STOPPING=1 on a stop
+// signal.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cli/service_notify.h"
 #include "server/cache_server.h"
 #include "server/config.h"
 
@@ -71,9 +74,13 @@ int main(int argc, char** argv) {
     std::cerr << "traincache-server: " << server.status().message() << "\n";
     return 1;
   }
+  std::string metrics = (*server)->metrics_address();
+  traincache::cli::NotifyReady(fmt::format("serving on {}{}", (*server)->address(),
+                                           metrics.empty() ? "" : ", metrics on " + metrics));
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  traincache::cli::NotifyStopping("finishing running calls, closing the stores");
   (*server)->Shutdown();
   return 0;
 }
