@@ -21,8 +21,9 @@ class FunctionCollectable final : public prometheus::Collectable {
   const std::function<std::vector<prometheus::MetricFamily>()> collect_;
 };
 
-// True for "host:port" with a numeric port ("[::1]:9464" included).
-bool IsHostPort(const std::string& listen) {
+}  // namespace
+
+bool IsListenAddress(const std::string& listen) {
   size_t colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) return false;
   unsigned port = 0;
@@ -32,10 +33,8 @@ bool IsHostPort(const std::string& listen) {
   return ec == std::errc() && ptr == end && port <= 65535;
 }
 
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::string& listen) {
-  if (!IsHostPort(listen)) {
+  if (!IsListenAddress(listen)) {
     return absl::InvalidArgumentError(
         fmt::format("metrics listen address '{}' is not host:port", listen));
   }

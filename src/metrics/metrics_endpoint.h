@@ -33,6 +33,10 @@ class Exposer;
 
 namespace traincache::metrics {
 
+// True for "host:port" with a numeric port <= 65535 ("[::1]:9464" included):
+// what MetricsEndpoint::Start accepts. For config checks.
+bool IsListenAddress(const std::string& listen);
+
 class MetricsEndpoint {
  public:
   // Listens on `listen` ("host:port"; "127.0.0.1:0" picks a free port).

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "metrics/metrics_endpoint.h"
 #include "traincache/status.h"
 
 namespace traincache::server {
@@ -94,15 +95,8 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
   if (c.listen.rfind("unix:", 0) != 0 && c.listen.find(':') == std::string::npos) {
     return KeyError("listen", "must be host:port or unix:/path");
   }
-  if (!c.metrics_listen.empty()) {
-    size_t colon = c.metrics_listen.rfind(':');
-    bool port_ok = colon != std::string::npos && colon > 0 && colon + 1 < c.metrics_listen.size() &&
-                   c.metrics_listen.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
-                   c.metrics_listen.size() - colon - 1 <= 5 &&
-                   std::stoul(c.metrics_listen.substr(colon + 1)) <= 65535;
-    if (!port_ok || c.metrics_listen.rfind("unix:", 0) == 0) {
-      return KeyError("metrics_listen", "must be host:port (e.g. 127.0.0.1:9464) or empty");
-    }
+  if (!c.metrics_listen.empty() && !metrics::IsListenAddress(c.metrics_listen)) {
+    return KeyError("metrics_listen", "must be host:port (e.g. 127.0.0.1:9464) or empty");
   }
   if (c.token.empty() && !c.token_file.empty()) {
     std::ifstream in(c.token_file);
