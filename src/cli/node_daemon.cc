@@ -15,6 +15,7 @@ namespace traincache::cli {
 
 absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions options) {
   std::unique_ptr<NodeDaemon> d(new NodeDaemon(std::move(options)));
+  if (!d->options_.client.metrics) d->options_.client.metrics = d->options_.metrics;
   d->client_ = std::make_unique<rpc::GrpcClusterClient>(d->options_.client);
   d->server_ = std::make_unique<rpc::ServerClient>(
       rpc::ClientOptions{.target = d->options_.client.target,
@@ -72,7 +73,8 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
   ASSIGN_OR_RETURN(m->mount,
                    fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
                                                            .mountpoint = m->mountpoint,
-                                                           .locks = locks_.get()}));
+                                                           .locks = locks_.get(),
+                                                           .metrics = options_.metrics}));
   known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
   mounts_.emplace(scope.ToString(), m);
   return m;

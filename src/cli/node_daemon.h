@@ -58,6 +58,9 @@ struct NodeDaemonOptions {
   std::chrono::milliseconds unmount_grace{60'000};
   // How often the scopes mounted here are checked against the server.
   std::chrono::milliseconds scope_check_interval{2'000};
+  // Where the FUSE op and RPC latency histograms go (also client.metrics
+  // unless that is set); nullptr: none. Must outlive the daemon.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {

@@ -8,9 +8,12 @@
 //                   [--admin-socket /run/traincache/node.sock]
 //                   [--scratch-dir DIR] [--unmount-grace-seconds S]
 //                   [--scope-check-interval-ms MS]
+//                   [--metrics-listen HOST:PORT]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
-// mount is committed and unmounted first).
+// mount is committed and unmounted first). Under systemd (Type=notify) it
+// reports READY=1 only once every --scope mount answers a stat, and
+// STOPPING=1 on a stop signal.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -21,6 +24,9 @@
 
 #include "common/malloc_tuning.h"
 #include "cli/node_daemon.h"
+#include "cli/service_notify.h"
+#include "metrics/counter_families.h"
+#include "metrics/metrics_endpoint.h"
 
 using namespace traincache;
 
@@ -54,6 +60,9 @@ int main(int argc, char** argv) {
   app.add_option("--scope-check-interval-ms", scope_check_interval_ms,
                  "how often mounted scopes are checked for deletion on the server")
       ->check(CLI::Range(100u, 3'600'000u));
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "host:port of the Prometheus /metrics endpoint (empty: none)");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -80,6 +89,16 @@ int main(int argc, char** argv) {
     parsed.push_back(*scope);
   }
 
+  // Declared before the daemon: its histograms live in the endpoint's registry.
+  std::unique_ptr<metrics::MetricsEndpoint> metrics;
+  if (!metrics_listen.empty()) {
+    auto endpoint = metrics::MetricsEndpoint::Start(metrics_listen);
+    if (!endpoint.ok()) {
+      std::cerr << "traincache-node: --metrics-listen: " << endpoint.status().message() << "\n";
+      return endpoint.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    metrics = *std::move(endpoint);
+  }
   auto daemon = cli::NodeDaemon::Start(cli::NodeDaemonOptions{
       .client = {.target = server,
                  .token = token,
@@ -90,13 +109,21 @@ int main(int argc, char** argv) {
       .admin_socket = admin_socket,
       .scratch_dir = scratch_dir,
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
-      .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms)});
+      .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
+      .metrics = metrics ? &metrics->registry() : nullptr});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;
   }
+  if (metrics) {
+    metrics->AddCollectable([d = daemon->get()] {
+      return metrics::CounterFamilies(metrics::NodeCounterNaming(), d->Counters());
+    });
+  }
   int exit_code = 0;
+  std::vector<std::string> mountpoints;
   for (const Scope& scope : parsed) {
+    cli::NotifyStatus("mounting " + scope.ToString());
     auto mounted = (*daemon)->Mount(scope, /*create=*/true);
     if (!mounted.ok()) {
       std::cerr << "traincache-node: " << scope.ToString() << ": " << mounted.status().message()
@@ -104,14 +131,30 @@ int main(int argc, char** argv) {
       exit_code = 1;
       break;
     }
+    mountpoints.push_back(mounted->first);
   }
   if (exit_code == 0) {
-    spdlog::info("traincache-node serving {} scope(s) under {}{}", parsed.size(), mount_root,
-                 admin_socket.empty() ? "" : ", admin socket " + admin_socket);
+    // Ready means served: each mount answers a stat through its session loop.
+    absl::Status answering = cli::WaitUntilAnswering(mountpoints, std::chrono::seconds(60));
+    if (!answering.ok()) {
+      std::cerr << "traincache-node: " << answering.message() << "\n";
+      exit_code = 1;
+    }
+  }
+  if (exit_code == 0) {
+    std::string serving = fmt::format("serving {} scope(s) under {}{}{}", parsed.size(),
+                                      mount_root,
+                                      admin_socket.empty() ? "" : ", admin socket " + admin_socket,
+                                      metrics ? ", metrics on " + metrics->address() : "");
+    spdlog::info("traincache-node {}", serving);
+    cli::NotifyReady(serving);
     int sig = 0;
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    cli::NotifyStopping("committing and unmounting every scope");
   }
+  // No scrape reads the daemon's counters past this line.
+  if (metrics) metrics->Stop();
   // Unmount every scope (see NodeDaemon::Shutdown), then go.
   (*daemon)->Shutdown();
   return exit_code;

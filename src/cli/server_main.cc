@@ -2,10 +2,13 @@
 //
 //   traincache-server --config /etc/traincache/server.toml [--data-dir D] [--listen A]
 //                     [--token-file F] [--default-quota-bytes N] [--log-level L]
+//                     [--metrics-listen HOST:PORT]
 //
 // Flags override the file. Exits 2 with a message naming the key when the
 // config is wrong, 1 when the server cannot start (data dir locked, port in
-// use), 0 after a clean shutdown on SIGTERM or SIGINT.
+// use), 0 after a clean shutdown on SIGTERM or SIGINT. Under systemd
+// (Type=notify) it reports READY=1 once it listens and STOPPING=1 on a stop
+// signal.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -15,6 +18,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cli/service_notify.h"
 #include "server/cache_server.h"
 #include "server/config.h"
 
@@ -25,7 +29,7 @@ int main(int argc, char** argv) {
   traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache-server: the cluster cache service"};
   std::string config_path;
-  std::optional<std::string> data_dir, listen, token_file, log_level;
+  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen;
   std::optional<uint64_t> quota;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
@@ -33,6 +37,8 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "file holding the bearer token");
   app.add_option("--default-quota-bytes", quota, "quota of a new scope (default 1 TB)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "host:port of the Prometheus /metrics endpoint (empty: none)");
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals in every thread; main waits for them below.
@@ -53,6 +59,7 @@ int main(int argc, char** argv) {
     }
     if (quota) config->default_quota_bytes = *quota;
     if (log_level) config->log_level = *log_level;
+    if (metrics_listen) config->metrics_listen = *metrics_listen;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
   }
   if (!config.ok()) {
@@ -67,9 +74,13 @@ int main(int argc, char** argv) {
     std::cerr << "traincache-server: " << server.status().message() << "\n";
     return 1;
   }
+  std::string metrics = (*server)->metrics_address();
+  traincache::cli::NotifyReady(fmt::format("serving on {}{}", (*server)->address(),
+                                           metrics.empty() ? "" : ", metrics on " + metrics));
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  traincache::cli::NotifyStopping("finishing running calls, closing the stores");
   (*server)->Shutdown();
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <vector>
 
+#include "metrics/latency_histograms.h"
 #include "traincache/status.h"
 
 namespace traincache::fuse {
@@ -443,38 +444,66 @@ void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
   StartLock(req, ino, fi->lock_owner, range, (op & LOCK_NB) == 0);
 }
 
+// The ops whose latency is recorded; kOpNames gives their `op` label.
+enum Op : size_t {
+  kLookup, kForget, kForgetMulti, kGetAttr, kSetAttr, kReadLink, kMkdir, kUnlink, kRmdir,
+  kSymlink, kRename, kLink, kOpen, kCreate, kRead, kWrite, kFlush, kRelease, kFsync, kOpenDir,
+  kReadDir, kReadDirPlus, kReleaseDir, kFsyncDir, kStatFs, kSetXattr, kGetXattr, kListXattr,
+  kRemoveXattr, kGetLk, kSetLk, kFlock, kNumOps
+};
+constexpr const char* kOpNames[] = {
+    "lookup",  "forget",   "forget_multi", "getattr",     "setattr",    "readlink",
+    "mkdir",   "unlink",   "rmdir",        "symlink",     "rename",     "link",
+    "open",    "create",   "read",         "write",       "flush",      "release",
+    "fsync",   "opendir",  "readdir",      "readdirplus", "releasedir", "fsyncdir",
+    "statfs",  "setxattr", "getxattr",     "listxattr",   "removexattr", "getlk",
+    "setlk",   "flock"};
+static_assert(std::size(kOpNames) == kNumOps, "one name per op");
+
+// Timed<kOp, Fn>::Call is Fn with its time recorded as op kOp. The histogram
+// is taken before Fn runs: Fn's reply frees the request.
+template <Op kOp, auto Fn>
+struct Timed;
+template <Op kOp, typename... Args, void (*Fn)(fuse_req_t, Args...)>
+struct Timed<kOp, Fn> {
+  static void Call(fuse_req_t req, Args... args) {
+    metrics::ScopedLatency timer(MountOf(req).OpLatency(kOp));
+    Fn(req, args...);
+  }
+};
+
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = OpInit;
-  ops.lookup = OpLookup;
-  ops.forget = OpForget;
-  ops.forget_multi = OpForgetMulti;
-  ops.getattr = OpGetAttr;
-  ops.setattr = OpSetAttr;
-  ops.readlink = OpReadLink;
-  ops.mkdir = OpMkdir;
-  ops.unlink = OpUnlink;
-  ops.rmdir = OpRmdir;
-  ops.symlink = OpSymlink;
-  ops.rename = OpRename;
-  ops.link = OpLink;
-  ops.open = OpOpen;
-  ops.create = OpCreate;
-  ops.read = OpRead;
-  ops.write = OpWrite;
-  ops.flush = OpFlush;
-  ops.release = OpRelease;
-  ops.fsync = OpFsync;
-  ops.opendir = OpOpenDir;
-  ops.readdir = OpReadDir;
-  ops.readdirplus = OpReadDirPlus;
-  ops.releasedir = OpReleaseDir;
-  ops.fsyncdir = OpFsyncDir;
-  ops.statfs = OpStatFs;
-  ops.setxattr = OpSetXattr;
-  ops.getxattr = OpGetXattr;
-  ops.listxattr = OpListXattr;
-  ops.removexattr = OpRemoveXattr;
+  ops.lookup = Timed<kLookup, OpLookup>::Call;
+  ops.forget = Timed<kForget, OpForget>::Call;
+  ops.forget_multi = Timed<kForgetMulti, OpForgetMulti>::Call;
+  ops.getattr = Timed<kGetAttr, OpGetAttr>::Call;
+  ops.setattr = Timed<kSetAttr, OpSetAttr>::Call;
+  ops.readlink = Timed<kReadLink, OpReadLink>::Call;
+  ops.mkdir = Timed<kMkdir, OpMkdir>::Call;
+  ops.unlink = Timed<kUnlink, OpUnlink>::Call;
+  ops.rmdir = Timed<kRmdir, OpRmdir>::Call;
+  ops.symlink = Timed<kSymlink, OpSymlink>::Call;
+  ops.rename = Timed<kRename, OpRename>::Call;
+  ops.link = Timed<kLink, OpLink>::Call;
+  ops.open = Timed<kOpen, OpOpen>::Call;
+  ops.create = Timed<kCreate, OpCreate>::Call;
+  ops.read = Timed<kRead, OpRead>::Call;
+  ops.write = Timed<kWrite, OpWrite>::Call;
+  ops.flush = Timed<kFlush, OpFlush>::Call;
+  ops.release = Timed<kRelease, OpRelease>::Call;
+  ops.fsync = Timed<kFsync, OpFsync>::Call;
+  ops.opendir = Timed<kOpenDir, OpOpenDir>::Call;
+  ops.readdir = Timed<kReadDir, OpReadDir>::Call;
+  ops.readdirplus = Timed<kReadDirPlus, OpReadDirPlus>::Call;
+  ops.releasedir = Timed<kReleaseDir, OpReleaseDir>::Call;
+  ops.fsyncdir = Timed<kFsyncDir, OpFsyncDir>::Call;
+  ops.statfs = Timed<kStatFs, OpStatFs>::Call;
+  ops.setxattr = Timed<kSetXattr, OpSetXattr>::Call;
+  ops.getxattr = Timed<kGetXattr, OpGetXattr>::Call;
+  ops.listxattr = Timed<kListXattr, OpListXattr>::Call;
+  ops.removexattr = Timed<kRemoveXattr, OpRemoveXattr>::Call;
   return ops;
 }();
 
@@ -482,9 +511,11 @@ const fuse_lowlevel_ops kOps = [] {
 // serialize across nodes. (Without, the kernel keeps them per node.)
 const fuse_lowlevel_ops kOpsWithLocks = [] {
   fuse_lowlevel_ops ops = kOps;
-  ops.getlk = OpGetLk;
-  ops.setlk = OpSetLk;
-  ops.flock = OpFlock;
+  // A blocking lock's time is until its wait is set up (the answer comes
+  // later, from the lock client's callback).
+  ops.getlk = Timed<kGetLk, OpGetLk>::Call;
+  ops.setlk = Timed<kSetLk, OpSetLk>::Call;
+  ops.flock = Timed<kFlock, OpFlock>::Call;
   return ops;
 }();
 
@@ -495,6 +526,12 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   std::unique_ptr<FuseMount> m(new FuseMount());
   m->fs_ = fs;
   m->options_ = std::move(options);
+  if (m->options_.metrics) {
+    m->op_latency_ = std::make_unique<metrics::LatencyHistograms>(
+        *m->options_.metrics, "traincache_node_fuse_op_duration_seconds",
+        "Time from a FUSE request's arrival in the daemon to its reply, by op", "op",
+        std::vector<std::string>(std::begin(kOpNames), std::end(kOpNames)));
+  }
   std::error_code ec;
   std::filesystem::create_directories(m->options_.mountpoint, ec);
   if (ec) {
@@ -562,6 +599,10 @@ void FuseMount::ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner) {
     spdlog::warn("{}: inode {}: cannot release locks at close: {}", fs_->scope().ToString(), ino,
                  status.ToString());
   }
+}
+
+prometheus::Histogram* FuseMount::OpLatency(size_t op) const {
+  return op_latency_ ? op_latency_->at(op) : nullptr;
 }
 
 absl::Status FuseMount::Unmount(bool force) {

@@ -5,7 +5,11 @@
 //
 // Mount options: allow_other (container users reach the mount) and
 // default_permissions (the kernel checks modes, so the core need not), 1 MiB
-// reads and writes. Thread-safe: Unmount may be called from any thread, once.
+// reads and writes. With a metrics registry, every request's time from the
+// callback's start to its reply goes into
+// traincache_node_fuse_op_duration_seconds{op="lookup"|"read"|...} (one
+// histogram per op, resolved at mount). Thread-safe: Unmount may be called
+// from any thread, once.
 #ifndef TRAINCACHE_FUSE_FUSE_MOUNT_H_
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
@@ -22,6 +26,13 @@
 #include "traincache/locks.h"
 
 struct fuse_session;
+namespace prometheus {
+class Histogram;
+class Registry;
+}  // namespace prometheus
+namespace traincache::metrics {
+class LatencyHistograms;
+}  // namespace traincache::metrics
 
 namespace traincache::fuse {
 
@@ -31,6 +42,8 @@ struct FuseMountOptions {
   // flock/fcntl locks through this (must outlive the mount); nullptr: the
   // kernel keeps locks per node.
   LockClient* locks = nullptr;
+  // Where the op latency histograms go; nullptr: none. Must outlive the mount.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class FuseMount {
@@ -59,6 +72,8 @@ class FuseMount {
   // close releases it (ReleaseOwnerLocks) without a call for every close.
   void NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner);
   void ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner);
+  // The latency histogram of op number `op` (fuse_mount.cc), or nullptr.
+  prometheus::Histogram* OpLatency(size_t op) const;
 
  private:
   FuseMount() = default;
@@ -73,6 +88,7 @@ class FuseMount {
   unsigned connection_ = 0;
   std::mutex lock_owners_mu_;
   std::set<std::tuple<LockKind, uint64_t, uint64_t>> lock_owners_;  // guarded by lock_owners_mu_
+  std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
 };
 
 }  // namespace traincache::fuse

@@ -1,5 +1,7 @@
 #include "rpc/convert.h"
 
+#include <google/protobuf/descriptor.h>
+
 #include "traincache/status.h"
 
 namespace traincache::rpc {
@@ -80,6 +82,17 @@ absl::StatusOr<std::vector<ChunkRef>> FromProto(
     out.push_back(std::move(r));
   }
   return out;
+}
+
+std::vector<std::string> MethodNames(const std::vector<const char*>& service_full_names) {
+  std::vector<std::string> names;
+  for (const char* service : service_full_names) {
+    const google::protobuf::ServiceDescriptor* d =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    if (d == nullptr) continue;
+    for (int i = 0; i < d->method_count(); ++i) names.push_back(d->method(i)->name());
+  }
+  return names;
 }
 
 }  // namespace traincache::rpc

@@ -3,6 +3,7 @@
 #ifndef TRAINCACHE_RPC_CONVERT_H_
 #define TRAINCACHE_RPC_CONVERT_H_
 
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,11 @@ void ToProto(const ChunkRef& in, v1::ChunkRef* out);
 absl::StatusOr<ChunkRef> FromProto(const v1::ChunkRef& in);
 absl::StatusOr<std::vector<ChunkRef>> FromProto(
     const google::protobuf::RepeatedPtrField<v1::ChunkRef>& in);
+
+// The method names ("Lookup", "GetChunk", ...) of the services named by their
+// full names (v1::Namespace::service_full_name(), ...), from the generated
+// descriptors: every method, including ones added later.
+std::vector<std::string> MethodNames(const std::vector<const char*>& service_full_names);
 
 }  // namespace traincache::rpc
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "metrics/latency_histograms.h"
 #include "rpc/convert.h"
 #include "traincache/status.h"
 
@@ -56,7 +57,17 @@ GrpcClusterClient::GrpcClusterClient(GrpcClusterClientOptions options)
     : options_(std::move(options)),
       rpc_(ClientOptions{
           .target = options_.target, .token = options_.token, .deadline = options_.call_deadline}) {
+  if (options_.metrics) {
+    // The ops Run is called with are the Namespace and Chunks method names.
+    latency_ = std::make_unique<metrics::LatencyHistograms>(
+        *options_.metrics, "traincache_node_rpc_duration_seconds",
+        "Time a node's call to the server took, retries and outage waits included, by method",
+        "method",
+        MethodNames({v1::Namespace::service_full_name(), v1::Chunks::service_full_name()}));
+  }
 }
+
+GrpcClusterClient::~GrpcClusterClient() = default;
 
 bool GrpcClusterClient::WaitForConnection(Clock::time_point give_up) {
   for (;;) {
@@ -73,6 +84,7 @@ bool GrpcClusterClient::WaitForConnection(Clock::time_point give_up) {
 
 absl::Status GrpcClusterClient::Run(std::string_view op, Resend resend,
                                     const std::function<absl::Status()>& attempt) {
+  metrics::ScopedLatency timer(latency_ ? latency_->Find(op) : nullptr);
   std::optional<Clock::time_point> outage_start;  // First sign of trouble of this call.
   auto backoff = options_.initial_backoff;
   absl::Status last = absl::UnavailableError("no connection to the server");

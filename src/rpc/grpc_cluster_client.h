@@ -25,6 +25,10 @@
 // exactly the committed chunks at a newer version, the first copy was applied
 // and the call succeeds with the inode's attributes.
 //
+// With a metrics registry, each call's time (every attempt, backoff and
+// outage wait included: what the caller waited) goes into
+// traincache_node_rpc_duration_seconds{method="Lookup"|"GetChunk"|...}.
+//
 // Thread-safe: all methods may be called concurrently.
 #ifndef TRAINCACHE_RPC_GRPC_CLUSTER_CLIENT_H_
 #define TRAINCACHE_RPC_GRPC_CLUSTER_CLIENT_H_
@@ -37,6 +41,13 @@
 #include "rpc/client.h"
 #include "traincache/cluster_client.h"
 
+namespace prometheus {
+class Registry;
+}
+namespace traincache::metrics {
+class LatencyHistograms;
+}
+
 namespace traincache::rpc {
 
 struct GrpcClusterClientOptions {
@@ -48,11 +59,14 @@ struct GrpcClusterClientOptions {
   std::chrono::milliseconds outage_timeout{60'000};
   std::chrono::milliseconds initial_backoff{50};
   std::chrono::milliseconds max_backoff{1'000};
+  // Where the call latency histograms go; nullptr: none. Must outlive the client.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class GrpcClusterClient final : public ClusterClient {
  public:
   explicit GrpcClusterClient(GrpcClusterClientOptions options);
+  ~GrpcClusterClient() override;
 
   const GrpcClusterClientOptions& options() const { return options_; }
 
@@ -117,6 +131,7 @@ class GrpcClusterClient final : public ClusterClient {
 
   const GrpcClusterClientOptions options_;
   ServerClient rpc_;
+  std::unique_ptr<metrics::LatencyHistograms> latency_;  // null without metrics
 };
 
 }  // namespace traincache::rpc

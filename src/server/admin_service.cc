@@ -100,11 +100,12 @@ class SummarizeReactor final : public grpc::ServerWriteReactor<v1::SummarizeResp
   }
 
   void End(const absl::Status& status) {
-    ctx_->Finished("rpc.Summarize", status);
+    ctx_->Finished("rpc.Summarize", status, started_);
     Finish(rpc::ToGrpcStatus(status));
   }
 
   ServiceContext* ctx_;
+  const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
   ScopeSummary summary_;
   size_t next_ = 0;  // The first item not sent yet.
   v1::SummarizeResponse msg_;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <random>
 
+#include "metrics/counter_families.h"
 #include "rpc/client.h"
 #include "traincache/status.h"
 
@@ -71,6 +72,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   } else {
     s->pins_ = NewRemotePinRegistry({.target = config.registry, .token = config.registry_token});
   }
+  if (!config.metrics_listen.empty()) {
+    auto endpoint = metrics::MetricsEndpoint::Start(config.metrics_listen);
+    if (!endpoint.ok()) {
+      return absl::Status(endpoint.status().code(),
+                          fmt::format("config key 'metrics_listen': {}",
+                                      endpoint.status().message()));
+    }
+    s->metrics_ = *std::move(endpoint);
+  }
 
   s->context_ = std::make_unique<ServiceContext>(
       s->meta_.get(), s->chunks_.get(),
@@ -79,7 +89,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
                               .worker_threads = config.worker_threads,
                               .gc_grace_seconds = config.gc_grace_seconds,
                               .orphan_grace_seconds = config.orphan_grace_seconds,
-                              .pins = s->pins_.get()});
+                              .pins = s->pins_.get(),
+                              .metrics = s->metrics_ ? &s->metrics_->registry() : nullptr});
   s->namespace_service_ = std::make_unique<NamespaceService>(s->context_.get());
   s->chunk_service_ = std::make_unique<ChunkService>(s->context_.get());
   s->admin_service_ = std::make_unique<AdminService>(s->context_.get(), MakeServerId());
@@ -121,6 +132,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
     s->address_ = config.listen.substr(0, config.listen.rfind(':') + 1) + std::to_string(port);
   }
   s->grpc_server_started_ = true;
+  if (s->metrics_) s->metrics_->AddCollectable([raw = s.get()] { return raw->CollectMetrics(); });
   s->gc_thread_ = std::thread([raw = s.get()] { raw->GcLoop(); });
   spdlog::info("traincache-server {} listening on {}, data in {}, cluster {} ({}), pin registry {}",
                TRAINCACHE_VERSION, s->address_, config.data_dir, config.cluster,
@@ -138,6 +150,8 @@ void CacheServer::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // No scrape reads the stores or the counters past this line.
+  if (metrics_) metrics_->Stop();
   // Running calls get up to 5 s to finish, then are cancelled. (gRPC 1.51
   // also waits this long while an idle TCP client stays connected.)
   if (grpc_server_) {
@@ -157,6 +171,35 @@ void CacheServer::Shutdown() {
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
   if (grpc_server_started_) spdlog::info("traincache-server stopped");
+}
+
+std::vector<prometheus::MetricFamily> CacheServer::CollectMetrics() {
+  std::vector<prometheus::MetricFamily> out =
+      metrics::CounterFamilies(metrics::ServerCounterNaming(), context_->counters().Snapshot());
+  // Usage per scope, read at scrape time: one key read per scope, fine for
+  // the hundreds of scopes one cluster holds.
+  auto scopes = meta_->ListScopes();
+  if (!scopes.ok()) {
+    spdlog::warn("metrics: cannot list scopes: {}", scopes.status().ToString());
+    return out;
+  }
+  std::vector<std::pair<std::string, double>> used, quota, inodes;
+  for (const Scope& scope : *scopes) {
+    auto usage = meta_->GetUsage(scope);
+    if (!usage.ok()) continue;  // Deleted since it was listed.
+    used.emplace_back(scope.ToString(), static_cast<double>(usage->bytes));
+    quota.emplace_back(scope.ToString(), static_cast<double>(usage->quota_bytes));
+    inodes.emplace_back(scope.ToString(), static_cast<double>(usage->inodes));
+  }
+  out.push_back(metrics::LabelledGauge("traincache_server_scope_used_bytes",
+                                       "Bytes of file content a scope holds (what its quota counts)",
+                                       "scope", used));
+  out.push_back(metrics::LabelledGauge("traincache_server_scope_quota_bytes",
+                                       "Quota of a scope in bytes", "scope", quota));
+  out.push_back(metrics::LabelledGauge("traincache_server_scope_inodes",
+                                       "Inodes (files, directories, links) of a scope", "scope",
+                                       inodes));
+  return out;
 }
 
 void CacheServer::GcLoop() {

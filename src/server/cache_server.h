@@ -4,7 +4,11 @@
 //
 // Start() either returns a serving server or an error that says what is wrong
 // (bad config, data dir locked by another server, port in use); nothing is
-// left running on error. Shutdown() stops accepting calls, lets running ones
+// left running on error. With config.metrics_listen set it also serves
+// Prometheus metrics: RPC latency histograms, the counters (as
+// traincache_server_*, see metrics/counter_families.h) and, computed at each
+// scrape, every scope's usage: traincache_server_scope_used_bytes,
+// _quota_bytes and _inodes{scope="project:<id>"}. Shutdown() stops accepting calls, lets running ones
 // finish (up to a deadline), stops the collector and closes the stores.
 // Thread-safe: Shutdown may be called from any thread, once.
 #ifndef TRAINCACHE_SERVER_CACHE_SERVER_H_
@@ -19,6 +23,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "metrics/metrics_endpoint.h"
 #include "server/config.h"
 #include "server/service_context.h"
 #include "server/services.h"
@@ -32,6 +37,8 @@ class CacheServer {
 
   // The address clients dial (the bound port when config said port 0).
   const std::string& address() const { return address_; }
+  // The metrics endpoint's "host:port"; empty without metrics.
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
   ServiceContext& context() { return *context_; }
 
   void Shutdown();
@@ -39,10 +46,14 @@ class CacheServer {
  private:
   CacheServer() = default;
   void GcLoop();
+  // What a scrape adds to the registry: counters and usage per scope.
+  std::vector<prometheus::MetricFamily> CollectMetrics();
 
   ServerConfig config_;
   int lock_fd_ = -1;
   std::string address_;
+  // Before everything that records into its registry, so it is destroyed after them.
+  std::unique_ptr<metrics::MetricsEndpoint> metrics_;
   std::unique_ptr<MetadataStore> meta_;
   std::unique_ptr<ChunkStore> chunks_;
   std::unique_ptr<meta::PinStore> pin_store_;  // Only when this server is the registry.

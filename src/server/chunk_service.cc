@@ -115,11 +115,12 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
   }
 
   void End(const absl::Status& status) {
-    ctx_->Finished("rpc.PutChunks", status);
+    ctx_->Finished("rpc.PutChunks", status, started_);
     Finish(rpc::ToGrpcStatus(status));
   }
 
   ServiceContext* ctx_;
+  const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
   v1::PutChunksResponse* resp_;
   v1::PutChunksRequest req_;
   std::optional<Scope> scope_;
@@ -201,11 +202,12 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
   }
 
   void End(const absl::Status& status) {
-    ctx_->Finished("rpc.GetChunk", status);
+    ctx_->Finished("rpc.GetChunk", status, started_);
     Finish(rpc::ToGrpcStatus(status));
   }
 
   ServiceContext* ctx_;
+  const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
   std::string data_;
   uint64_t chunk_size_ = 0;
   size_t sent_ = 0;

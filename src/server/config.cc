@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 
 #include "traincache/scope.h"
+#include "metrics/metrics_endpoint.h"
 #include "traincache/status.h"
 
 namespace traincache::server {
@@ -132,6 +133,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadString(node, key, &c.registry_token));
     } else if (key == "registry_token_file") {
       RETURN_IF_ERROR(ReadString(node, key, &c.registry_token_file));
+    } else if (key == "metrics_listen") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.metrics_listen));
     } else {
       return KeyError(key, "unknown key");
     }
@@ -156,6 +159,9 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
   if (c.listen.empty()) return KeyError("listen", "is required");
   if (c.listen.rfind("unix:", 0) != 0 && c.listen.find(':') == std::string::npos) {
     return KeyError("listen", "must be host:port or unix:/path");
+  }
+  if (!c.metrics_listen.empty() && !metrics::IsListenAddress(c.metrics_listen)) {
+    return KeyError("metrics_listen", "must be host:port (e.g. 127.0.0.1:9464) or empty");
   }
   if (c.token.empty() && !c.token_file.empty()) {
     ASSIGN_OR_RETURN(c.token, ReadTokenFile("token_file", c.token_file));

@@ -37,6 +37,7 @@ struct ServerConfig {
   std::string registry;                   // pin registry "host:port"; empty: this server
   std::string registry_token;             // token for the registry (default: `token`)
   std::string registry_token_file;        // alternative to registry_token
+  std::string metrics_listen;             // "host:port" of the Prometheus endpoint; empty: none
 };
 
 // Parses TOML text into `base` (keys absent from the text keep base's value).

@@ -98,11 +98,12 @@ class LockReactor : public grpc::ServerUnaryReactor {
   }
   void Done(const absl::Status& status) {
     if (finished_.exchange(true)) return;
-    ctx_->Finished("rpc.Lock", status);
+    ctx_->Finished("rpc.Lock", status, started_);
     Finish(rpc::ToGrpcStatus(status));
   }
 
   ServiceContext* ctx_;
+  const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
   LockTable* table_;
   grpc::CallbackServerContext* call_;
   std::optional<ParsedLock> lock_;

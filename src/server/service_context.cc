@@ -4,7 +4,12 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include "metrics/latency_histograms.h"
+#include "rpc/convert.h"
 #include "traincache/status.h"
+#include "traincache/v1/admin.grpc.pb.h"
+#include "traincache/v1/chunk.grpc.pb.h"
+#include "traincache/v1/namespace.grpc.pb.h"
 
 namespace traincache::server {
 
@@ -13,7 +18,18 @@ ServiceContext::ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options 
       chunks_(chunks),
       options_(std::move(options)),
       expected_auth_("Bearer " + options_.token),
-      pool_(options_.worker_threads) {}
+      pool_(options_.worker_threads) {
+  if (options_.metrics) {
+    latency_ = std::make_unique<metrics::LatencyHistograms>(
+        *options_.metrics, "traincache_server_rpc_duration_seconds",
+        "Time from a call's arrival to its answer (a stream's: its whole life), by method",
+        "method",
+        rpc::MethodNames({v1::Namespace::service_full_name(), v1::Chunks::service_full_name(),
+                          v1::Admin::service_full_name()}));
+  }
+}
+
+ServiceContext::~ServiceContext() = default;
 
 absl::Status ServiceContext::CheckAuth(const grpc::CallbackServerContext* ctx) const {
   const auto& md = ctx->client_metadata();
@@ -69,7 +85,15 @@ absl::StatusOr<uint64_t> ServiceContext::CollectGarbage(const Scope& scope) {
   return chunks;
 }
 
-void ServiceContext::Finished(std::string_view method, const absl::Status& status) {
+void ServiceContext::Finished(std::string_view method, const absl::Status& status,
+                              Clock::time_point started) {
+  if (latency_) {
+    std::string_view name = method;
+    if (name.starts_with("rpc.")) name.remove_prefix(4);
+    if (prometheus::Histogram* h = latency_->Find(name)) {
+      h->Observe(std::chrono::duration<double>(Clock::now() - started).count());
+    }
+  }
   counters_.Add(method);
   if (status.ok()) return;
   counters_.Add(fmt::format("{}.error.{}", method, absl::StatusCodeToString(status.code())));
@@ -90,9 +114,10 @@ void ServiceContext::Finished(std::string_view method, const absl::Status& statu
 grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx,
                                                 std::string_view method, Work work,
                                                 std::function<absl::Status()> body) {
+  Clock::time_point started = Clock::now();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   if (absl::Status auth = CheckAuth(ctx); !auth.ok()) {
-    Finished(method, auth);
+    Finished(method, auth, started);
     reactor->Finish(rpc::ToGrpcStatus(auth));
     return reactor;
   }
@@ -101,13 +126,13 @@ grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx
     // A read may have seen a commit whose WAL sync is still running; the
     // answer leaves only once that is durable (usually nothing is pending).
     if (status.ok()) status = meta_->WaitReadsDurable();
-    Finished(method, status);
+    Finished(method, status, started);
     reactor->Finish(rpc::ToGrpcStatus(status));
     return reactor;
   }
-  pool_.Submit([this, reactor, method, body = std::move(body)] {
+  pool_.Submit([this, reactor, method, started, body = std::move(body)] {
     absl::Status status = body();
-    Finished(method, status);
+    Finished(method, status, started);
     reactor->Finish(rpc::ToGrpcStatus(status));
   });
   return reactor;

@@ -4,12 +4,15 @@
 //
 // Unary() is how a handler runs: check the token on the gRPC thread, then run
 // the handler body on the worker pool (it may block on disk syncs) and finish
-// the call with its status. Thread-safe.
+// the call with its status. With a metrics registry, every finished call's
+// time goes into traincache_server_rpc_duration_seconds{method="Lookup"|...}
+// (a stream's: from its start to its end). Thread-safe.
 #ifndef TRAINCACHE_SERVER_SERVICE_CONTEXT_H_
 #define TRAINCACHE_SERVER_SERVICE_CONTEXT_H_
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +28,13 @@
 #include "traincache/metadata_store.h"
 #include "traincache/scope.h"
 
+namespace prometheus {
+class Registry;
+}
+namespace traincache::metrics {
+class LatencyHistograms;
+}
+
 namespace traincache::server {
 
 class ServiceContext {
@@ -37,8 +47,13 @@ class ServiceContext {
     int64_t orphan_grace_seconds = 86400;
     // Where cluster affinity pins live (deleting a project clears its pin).
     PinRegistry* pins = nullptr;
+    // Where the RPC latency histograms go; nullptr: none. Must outlive the context.
+    prometheus::Registry* metrics = nullptr;
   };
+  using Clock = std::chrono::steady_clock;
+
   ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options options);
+  ~ServiceContext();
 
   MetadataStore& meta() { return *meta_; }
   ChunkStore& chunks() { return *chunks_; }
@@ -65,8 +80,8 @@ class ServiceContext {
   absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope);
 
   // Records the outcome of `method` ("rpc.Lookup": also its counter's name)
-  // and logs failures worth an operator's eye.
-  void Finished(std::string_view method, const absl::Status& status);
+  // and its time since `started`, and logs failures worth an operator's eye.
+  void Finished(std::string_view method, const absl::Status& status, Clock::time_point started);
 
   // How a handler body runs: reads of RocksDB and stat(2) are quick and run
   // on gRPC's thread (no hand-off); anything that syncs a disk (mutations,
@@ -83,6 +98,7 @@ class ServiceContext {
   const Options options_;
   const std::string expected_auth_;
   Counters counters_;
+  std::unique_ptr<metrics::LatencyHistograms> latency_;  // null without metrics
   std::mutex locks_mu_;
   std::map<std::string, std::unique_ptr<std::shared_mutex>> scope_locks_;  // guarded by locks_mu_
   ThreadPool pool_;  // Last: its threads stop before the rest goes away.

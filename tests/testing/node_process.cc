@@ -36,6 +36,20 @@ int WaitFor(pid_t pid, std::chrono::milliseconds timeout) {
 
 std::string NodeBinary() { return TRAINCACHE_NODE_BIN; }
 
+std::string UnescapeMountPath(const std::string& field) {
+  auto octal = [&](size_t j) { return j < field.size() && field[j] >= '0' && field[j] <= '7'; };
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
+      out.push_back(static_cast<char>(std::stoi(field.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(field[i]);
+    }
+  }
+  return out;
+}
+
 bool IsMounted(const std::string& path) {
   std::ifstream in("/proc/self/mounts");
   std::string line;
@@ -43,7 +57,7 @@ bool IsMounted(const std::string& path) {
     std::istringstream fields(line);
     std::string device, mountpoint;
     fields >> device >> mountpoint;
-    if (mountpoint == path) return true;
+    if (UnescapeMountPath(mountpoint) == path) return true;
   }
   return false;
 }

@@ -22,6 +22,8 @@ std::string NodeBinary();
 
 // True if `path` is a mountpoint in /proc/self/mounts.
 bool IsMounted(const std::string& path);
+// A path as /proc/self/mounts writes it ("\040" for a space, ...) decoded.
+std::string UnescapeMountPath(const std::string& field);
 
 class NodeProcess {
  public:

@@ -79,6 +79,7 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_args) {
                                    "--listen",      address_,     "--token-file",
                                    token_file_,     "--log-level", "info"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.insert(argv.begin(), prefix_.begin(), prefix_.end());
   pid_ = Spawn(argv, log_file_);
   if (pid_ < 0) return absl::InternalError("fork failed");
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

@@ -32,6 +32,10 @@ class ServerProcess {
 
   // Starts the server with `extra_args`; waits up to 20 s for Ping.
   absl::Status Start(const std::vector<std::string>& extra_args = {});
+  // Runs the server through `prefix` (e.g. setpriv with a unit's
+  // capabilities) from the next Start on; the prefix must exec the server,
+  // whose PID is then the one stopped.
+  void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
   // SIGTERM and wait; returns the exit status (as from waitpid), -1 if none.
   int Stop();
   // SIGKILL and wait (a crash).
@@ -52,6 +56,7 @@ class ServerProcess {
 
  private:
   std::string data_dir_, work_dir_, address_, token_, token_file_, log_file_;
+  std::vector<std::string> prefix_;
   pid_t pid_ = -1;
 };
 

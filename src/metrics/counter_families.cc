@@ -1,0 +1,158 @@
+#include "metrics/counter_families.h"
+
+#include <fmt/format.h>
+
+namespace traincache::metrics {
+namespace {
+
+// Lower-level name part: '.' and anything else Prometheus does not allow in
+// a name become '_'; a last component "count" is dropped.
+std::string NamePart(std::string_view key) {
+  constexpr std::string_view kCount = ".count";
+  if (key.size() > kCount.size() && key.substr(key.size() - kCount.size()) == kCount) {
+    key.remove_suffix(kCount.size());
+  }
+  std::string out(key);
+  for (char& c : out) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_';
+    if (!ok) c = '_';
+  }
+  return out;
+}
+
+}  // namespace
+
+CounterNaming NodeCounterNaming() {
+  return CounterNaming{
+      .prefix = "traincache_node",
+      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images"},
+      .help = {
+          {"tier.capacity_bytes", "Bytes the node tier may fill"},
+          {"tier.used_bytes", "Bytes of chunks present in the node tier"},
+          {"tier.images", "File images (one per cached file version) in the node tier"},
+          {"tier.hits", "Chunk reads served from the node tier"},
+          {"tier.misses", "Chunk reads that did not find the chunk in the node tier"},
+          {"tier.evicted_bytes", "Bytes evicted from the node tier"},
+          {"tier.corrupt_chunks", "Node tier chunks that failed verification and were dropped"},
+          {"fetch.fetches", "Chunk fetches from the server"},
+          {"fetch.fetched_bytes", "Bytes fetched from the server"},
+          {"fetch.coalesced", "Reads that waited for another reader's fetch of the same chunk"},
+          {"fetch.prefetches", "Chunks fetched ahead of sequential readers"},
+          {"fetch.verify_failures", "Fetched chunks whose bytes did not match their id"},
+          {"scope.<scope>.commits", "File content commits that succeeded"},
+          {"scope.<scope>.commit_conflicts", "Commits that failed (EIO) on a concurrent change"},
+          {"scope.<scope>.commit_rebases", "Commits redone after a concurrent change"},
+          {"scope.<scope>.uploaded_chunks", "Chunks uploaded to the server"},
+          {"scope.<scope>.uploaded_bytes", "Bytes of chunks uploaded to the server"},
+      }};
+}
+
+CounterNaming ServerCounterNaming() {
+  return CounterNaming{
+      .prefix = "traincache_server",
+      .gauges = {},
+      .help = {
+          {"rpc.<method>", "Calls finished"},
+          {"rpc.<method>.error.<code>", "Calls that failed, by status code"},
+          {"chunk.put.count", "Chunks stored through PutChunks"},
+          {"chunk.put.bytes", "Bytes stored through PutChunks"},
+          {"chunk.get.count", "Chunk reads served through GetChunk"},
+          {"chunk.get.bytes", "Bytes served through GetChunk"},
+          {"chunk.get.store_micros", "Microseconds GetChunk spent reading and verifying chunks"},
+          {"bad_scope", "Requests naming a malformed scope"},
+          {"gc.chunks_deleted", "Unreferenced chunks deleted by garbage collection"},
+      }};
+}
+
+MappedCounter MapCounter(const CounterNaming& naming, std::string_view key) {
+  MappedCounter m;
+  constexpr std::string_view kScope = "scope.";
+  constexpr std::string_view kRpc = "rpc.";
+  constexpr std::string_view kError = ".error.";
+  std::string_view rest = key;
+  std::string gauge_key(key);
+  if (key.substr(0, kScope.size()) == kScope && key.rfind('.') > kScope.size()) {
+    size_t last = key.rfind('.');
+    std::string_view scope = key.substr(kScope.size(), last - kScope.size());
+    rest = key.substr(last + 1);
+    m.labels.push_back({"scope", std::string(scope)});
+    m.pattern = fmt::format("scope.<scope>.{}", rest);
+    gauge_key = fmt::format("scope.{}", rest);
+    m.name = fmt::format("{}_scope_{}", naming.prefix, NamePart(rest));
+  } else if (key.substr(0, kRpc.size()) == kRpc && key.size() > kRpc.size()) {
+    std::string_view method = key.substr(kRpc.size());
+    size_t error = method.find(kError);
+    if (method.find('.') == std::string_view::npos) {
+      m.labels.push_back({"method", std::string(method)});
+      m.name = naming.prefix + "_rpc_calls";
+      m.pattern = "rpc.<method>";
+    } else if (error != std::string_view::npos && error > 0 &&
+               method.find('.') == error && error + kError.size() < method.size()) {
+      m.labels.push_back({"method", std::string(method.substr(0, error))});
+      m.labels.push_back({"code", std::string(method.substr(error + kError.size()))});
+      m.name = naming.prefix + "_rpc_errors";
+      m.pattern = "rpc.<method>.error.<code>";
+    }
+  }
+  if (m.name.empty()) {
+    m.name = fmt::format("{}_{}", naming.prefix, NamePart(key));
+    m.pattern = std::string(key);
+  }
+  if (naming.gauges.count(gauge_key) > 0) {
+    m.type = prometheus::MetricType::Gauge;
+  } else {
+    m.type = prometheus::MetricType::Counter;
+    m.name += "_total";
+  }
+  return m;
+}
+
+std::vector<prometheus::MetricFamily> CounterFamilies(
+    const CounterNaming& naming, const std::map<std::string, uint64_t>& snapshot) {
+  std::map<std::string, prometheus::MetricFamily> families;
+  for (const auto& [key, value] : snapshot) {
+    MappedCounter m = MapCounter(naming, key);
+    prometheus::MetricFamily& f = families[m.name];
+    if (f.name.empty()) {
+      f.name = m.name;
+      f.type = m.type;
+      auto help = naming.help.find(m.pattern);
+      f.help = help != naming.help.end()
+                   ? fmt::format("{} (stats counter {})", help->second, m.pattern)
+                   : fmt::format("traincache stats counter {}", m.pattern);
+    } else if (f.type != m.type) {
+      continue;  // Two keys collided on one name with different types: keep the first.
+    }
+    prometheus::ClientMetric sample;
+    sample.label = std::move(m.labels);
+    if (m.type == prometheus::MetricType::Gauge) {
+      sample.gauge.value = static_cast<double>(value);
+    } else {
+      sample.counter.value = static_cast<double>(value);
+    }
+    f.metric.push_back(std::move(sample));
+  }
+  std::vector<prometheus::MetricFamily> out;
+  out.reserve(families.size());
+  for (auto& [name, f] : families) out.push_back(std::move(f));
+  return out;
+}
+
+prometheus::MetricFamily LabelledGauge(const std::string& name, const std::string& help,
+                                       const std::string& label,
+                                       const std::vector<std::pair<std::string, double>>& rows) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = prometheus::MetricType::Gauge;
+  for (const auto& [value, level] : rows) {
+    prometheus::ClientMetric sample;
+    sample.label.push_back({label, value});
+    sample.gauge.value = level;
+    f.metric.push_back(std::move(sample));
+  }
+  return f;
+}
+
+}  // namespace traincache::metrics
