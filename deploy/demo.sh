@@ -62,6 +62,7 @@ Node counters:    ${cli[*]} --node-socket $root/node.sock stats
 Another job:      ${cli[*]} --node-socket $root/node.sock attach --project demo --gpu H100 --job j2
 End the job:      ${cli[*]} --node-socket $root/node.sock detach --job demo-job
 Where it pins:    ${cli[*]} pin show demo
+What is cached:   ${cli[*]} summarize demo
 Server counters:  ${cli[*]} server-stats
 Stop both:        kill $(cat "$root/node.pid") && sleep 1 && kill $(cat "$root/server.pid")
 MSG
