@@ -16,9 +16,10 @@ packages=(
   libtomlplusplus-dev
   libsystemd-dev
   prometheus-cpp-dev
-  # tests
+  # tests (programs_test runs these real programs through the mounts, and git)
   libgtest-dev libgmock-dev
   python3 procps util-linux
+  python3-filelock python3-torch python3-numpy sqlite3 tar diffutils
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -696,10 +696,9 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
     return attr;
   }();
   Unpin(*inode);
-  if (result.ok()) {
-    absl::MutexLock lock(&mu_);
-    OverlayLocked(*result);
-  }
+  if (!result.ok()) return StaleIfGone(result.status(), ino);
+  absl::MutexLock lock(&mu_);
+  OverlayLocked(*result);
   return result;
 }
 
@@ -748,14 +747,18 @@ absl::StatusOr<InodeAttr> Filesystem::Link(InodeId ino, InodeId new_parent,
                                            std::string_view new_name) {
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(new_name));
-  ASSIGN_OR_RETURN(InodeAttr attr, client_->Link(scope_, ino, new_parent, new_name));
+  absl::StatusOr<InodeAttr> attr = client_->Link(scope_, ino, new_parent, new_name);
+  // Both are inodes the kernel named by number: ENOENT means one is gone.
+  if (!attr.ok()) return StaleIfGone(attr.status(), ino);
   InvalidateAttr(new_parent);
-  return AddLookup(attr);
+  return AddLookup(*attr);
 }
 
 absl::StatusOr<std::string> Filesystem::ReadLink(InodeId ino) {
   RETURN_IF_ERROR(CheckLive());
-  return client_->ReadLink(scope_, ino);
+  absl::StatusOr<std::string> target = client_->ReadLink(scope_, ino);
+  if (!target.ok()) return StaleIfGone(target.status(), ino);
+  return target;
 }
 
 absl::Status Filesystem::Unlink(InodeId parent, std::string_view name) {
@@ -1320,8 +1323,10 @@ absl::StatusOr<uint64_t> Filesystem::OpenDir(InodeId ino) {
       DirEntry{"..", ino == kRootInode ? kRootInode : ino, S_IFDIR, std::nullopt});
   std::string after;
   for (;;) {
-    ASSIGN_OR_RETURN(ReadDirPage page,
-                     client_->ReadDir(scope_, ino, after, kMaxReadDirEntries, /*plus=*/true));
+    absl::StatusOr<ReadDirPage> read =
+        client_->ReadDir(scope_, ino, after, kMaxReadDirEntries, /*plus=*/true);
+    if (!read.ok()) return StaleIfGone(read.status(), ino);
+    ReadDirPage& page = *read;
     if (page.entries.empty()) break;
     after = page.entries.back().name;
     for (DirEntry& e : page.entries) dh->entries.push_back(std::move(e));
@@ -1376,22 +1381,25 @@ void Filesystem::ReleaseDir(uint64_t fh) {
 
 absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
-  return client_->GetXattr(scope_, ino, name);
+  absl::StatusOr<std::string> value = client_->GetXattr(scope_, ino, name);
+  if (!value.ok()) return StaleIfGone(value.status(), ino);  // A missing name is ENODATA.
+  return value;
 }
 
 absl::Status Filesystem::SetXattr(InodeId ino, std::string_view name, std::string_view value,
                                   uint32_t flags) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(client_->SetXattr(scope_, ino, name, value, flags));
+  RETURN_IF_ERROR(StaleIfGone(client_->SetXattr(scope_, ino, name, value, flags), ino));
   InvalidateAttr(ino);
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
   RETURN_IF_ERROR(CheckLive());
-  ASSIGN_OR_RETURN(std::vector<std::string> names, client_->ListXattr(scope_, ino));
+  absl::StatusOr<std::vector<std::string>> names = client_->ListXattr(scope_, ino);
+  if (!names.ok()) return StaleIfGone(names.status(), ino);
   std::string out;
-  for (const std::string& n : names) {
+  for (const std::string& n : *names) {
     out += n;
     out.push_back('\0');
   }
@@ -1400,7 +1408,7 @@ absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
 
 absl::Status Filesystem::RemoveXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(client_->RemoveXattr(scope_, ino, name));
+  RETURN_IF_ERROR(StaleIfGone(client_->RemoveXattr(scope_, ino, name), ino));
   InvalidateAttr(ino);
   return absl::OkStatus();
 }

@@ -293,6 +293,49 @@ TEST_F(FilesystemTest, AnInodeGoneFromTheServerIsEstaleSoTheKernelLooksUpAgain) 
   EXPECT_EQ(Cat(B(), "f"), "new");
 }
 
+// Not only open and getattr: every call the kernel makes by inode number
+// (readlink, opendir, setattr, link, xattrs) after a path walk through a name
+// it still caches must answer ESTALE for an inode gone from the server, or
+// the kernel fails the call with ENOENT instead of looking the name up again
+// (a symlink or directory replaced on another node within entry_ttl).
+TEST_F(FilesystemTest, EveryCallByInodeNumberIsEstaleForAnInodeGoneFromTheServer) {
+  const Caller caller{0, 0};
+  absl::StatusOr<InodeAttr> link = A().Symlink(kRootInode, "link", "target-one", caller);
+  absl::StatusOr<InodeAttr> dir = A().Mkdir(kRootInode, "dir", 0755, caller);
+  ASSERT_TRUE(link.ok() && dir.ok());
+  const InodeId file = WriteFile(A(), "f", "data");
+  for (const char* name : {"link", "dir", "f"}) {
+    ASSERT_TRUE(B().Lookup(kRootInode, name).ok()) << name;
+  }
+  ASSERT_TRUE(A().Unlink(kRootInode, "link").ok());
+  ASSERT_TRUE(A().Rmdir(kRootInode, "dir").ok());
+  ASSERT_TRUE(A().Unlink(kRootInode, "f").ok());
+
+  EXPECT_EQ(ToErrno(B().ReadLink(link->ino).status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().OpenDir(dir->ino).status()), ESTALE);
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  EXPECT_EQ(ToErrno(B().SetAttr(file, chmod, std::nullopt).status()), ESTALE);
+  SetAttrRequest truncate;
+  truncate.size = 0;
+  EXPECT_EQ(ToErrno(B().SetAttr(file, truncate, std::nullopt).status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().Link(file, kRootInode, "again").status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().GetXattr(file, "user.k").status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().SetXattr(file, "user.k", "v", 0)), ESTALE);
+  EXPECT_EQ(ToErrno(B().ListXattr(file).status()), ESTALE);
+  EXPECT_EQ(ToErrno(B().RemoveXattr(file, "user.k")), ESTALE);
+
+  // The kernel's second look finds what the names are now: a new link is
+  // read; a name that is gone is ENOENT. A missing xattr stays ENODATA.
+  absl::StatusOr<InodeAttr> relinked = A().Symlink(kRootInode, "link", "target-two", caller);
+  ASSERT_TRUE(relinked.ok());
+  absl::StatusOr<InodeAttr> again = B().Lookup(kRootInode, "link");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*B().ReadLink(again->ino), "target-two");
+  EXPECT_EQ(ToErrno(B().Lookup(kRootInode, "dir").status()), ENOENT);
+  EXPECT_EQ(ToErrno(B().GetXattr(again->ino, "user.none").status()), ENODATA);
+}
+
 TEST_F(FilesystemTest, KnownInodesKeepTheirAttributesWhileTheServerIsUnreachable) {
   const InodeId ino = WriteFile(A(), "f", "data");
   ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
