@@ -20,6 +20,30 @@ absl::Status CheckIno(uint64_t ino) {
   return absl::OkStatus();
 }
 
+// A name operation in a directory that no longer exists (removed, or
+// replaced by a rename on another node) fails with ESTALE, not ENOENT: the
+// kernel then looks the directory's own name up again and retries, instead of
+// failing while its cached entry for the old directory lives. Only an ENOENT
+// answer costs the extra (local) read.
+absl::Status StaleIfDirGone(ServiceContext& ctx, const Scope& scope,
+                            std::initializer_list<uint64_t> dirs, absl::Status status) {
+  if (ErrnoOf(status) != ENOENT) return status;
+  for (uint64_t dir : dirs) {
+    if (ctx.meta().GetAttr(scope, dir).status().code() == absl::StatusCode::kNotFound) {
+      return PosixError(ESTALE, fmt::format("directory inode {} is gone: {}", dir,
+                                            std::string(status.message())));
+    }
+  }
+  return status;
+}
+
+template <typename T>
+absl::StatusOr<T> StaleIfDirGone(ServiceContext& ctx, const Scope& scope,
+                                 std::initializer_list<uint64_t> dirs, absl::StatusOr<T> result) {
+  if (result.ok()) return result;
+  return StaleIfDirGone(ctx, scope, dirs, result.status());
+}
+
 }  // namespace
 
 // Every handler: parse the scope, check inode numbers, call the store, fill
@@ -45,7 +69,7 @@ grpc::ServerUnaryReactor* NamespaceService::Lookup(grpc::CallbackServerContext* 
   return ctx_->Unary(c, "rpc.Lookup", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Lookup(scope, req->parent(), req->name()));
+    ASSIGN_OR_RETURN(InodeAttr attr, StaleIfDirGone(*ctx_, scope, {req->parent()}, ctx_->meta().Lookup(scope, req->parent(), req->name())));
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -90,8 +114,9 @@ grpc::ServerUnaryReactor* NamespaceService::ReadDir(grpc::CallbackServerContext*
     RETURN_IF_ERROR(CheckIno(req->ino()));
     if (req->after().size() > kMaxNameBytes) return PosixError(ENAMETOOLONG, "after is too long");
     // The store caps the page at kMaxReadDirEntries (0 means the cap).
-    ASSIGN_OR_RETURN(ReadDirPage page, ctx_->meta().ReadDir(scope, req->ino(), req->after(),
-                                                            req->limit(), req->plus()));
+    ASSIGN_OR_RETURN(ReadDirPage page, StaleIfDirGone(*ctx_, scope, {req->ino()},
+                                   ctx_->meta().ReadDir(scope, req->ino(), req->after(),
+                                                        req->limit(), req->plus())));
     for (const DirEntry& e : page.entries) ToProto(e, resp->add_entries());
     resp->set_more(page.more);
     return absl::OkStatus();
@@ -104,8 +129,9 @@ grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c
   return ctx_->Unary(c, "rpc.Mkdir", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().Mkdir(scope, req->parent(), req->name(),
-                                                        req->mode(), CallerOf(req->caller())));
+    ASSIGN_OR_RETURN(InodeAttr attr, StaleIfDirGone(*ctx_, scope, {req->parent()},
+                                    ctx_->meta().Mkdir(scope, req->parent(), req->name(),
+                                                       req->mode(), CallerOf(req->caller()))));
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -118,8 +144,10 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(CreateResult r,
-                     ctx_->meta().Create(scope, req->parent(), req->name(), req->mode(),
-                                         CallerOf(req->caller()), req->exclusive()));
+                     StaleIfDirGone(*ctx_, scope, {req->parent()},
+                                    ctx_->meta().Create(scope, req->parent(), req->name(),
+                                                        req->mode(), CallerOf(req->caller()),
+                                                        req->exclusive())));
     ToProto(r.attr, resp->mutable_attr());
     resp->set_created(r.created);
     return absl::OkStatus();
@@ -132,7 +160,7 @@ grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* 
   return ctx_->Unary(c, "rpc.Unlink", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    ASSIGN_OR_RETURN(UnlinkResult r, ctx_->meta().Unlink(scope, req->parent(), req->name()));
+    ASSIGN_OR_RETURN(UnlinkResult r, StaleIfDirGone(*ctx_, scope, {req->parent()}, ctx_->meta().Unlink(scope, req->parent(), req->name())));
     resp->set_ino(r.ino);
     resp->set_nlink(r.nlink);
     resp->set_orphaned(r.orphaned);
@@ -145,7 +173,8 @@ grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c
   return ctx_->Unary(c, "rpc.Rmdir", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    return ctx_->meta().Rmdir(scope, req->parent(), req->name());
+    return StaleIfDirGone(*ctx_, scope, {req->parent()},
+                          ctx_->meta().Rmdir(scope, req->parent(), req->name()));
   });
 }
 
@@ -157,8 +186,10 @@ grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* 
     RETURN_IF_ERROR(CheckIno(req->parent()));
     RETURN_IF_ERROR(CheckIno(req->new_parent()));
     ASSIGN_OR_RETURN(UnlinkResult r,
-                     ctx_->meta().Rename(scope, req->parent(), req->name(), req->new_parent(),
-                                         req->new_name(), req->flags()));
+                     StaleIfDirGone(*ctx_, scope, {req->parent(), req->new_parent()},
+                                    ctx_->meta().Rename(scope, req->parent(), req->name(),
+                                                        req->new_parent(), req->new_name(),
+                                                        req->flags())));
     resp->set_ino(r.ino);
     resp->set_nlink(r.nlink);
     resp->set_orphaned(r.orphaned);
@@ -173,8 +204,9 @@ grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext*
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(InodeAttr attr,
-                     ctx_->meta().Symlink(scope, req->parent(), req->name(), req->target(),
-                                          CallerOf(req->caller())));
+                     StaleIfDirGone(*ctx_, scope, {req->parent()},
+                                    ctx_->meta().Symlink(scope, req->parent(), req->name(),
+                                                         req->target(), CallerOf(req->caller()))));
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -200,7 +232,8 @@ grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
     RETURN_IF_ERROR(CheckIno(req->ino()));
     RETURN_IF_ERROR(CheckIno(req->new_parent()));
     ASSIGN_OR_RETURN(InodeAttr attr,
-                     ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name()));
+                     StaleIfDirGone(*ctx_, scope, {req->ino(), req->new_parent()},
+                                    ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name())));
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });

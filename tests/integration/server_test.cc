@@ -92,6 +92,33 @@ TEST_F(ServerTest, BuildsATree) {
             ENOTEMPTY);
 }
 
+// A directory replaced on another node: names looked up, made or removed in
+// the old one are ESTALE (the kernel then looks the directory up again), a
+// name missing from a live directory stays ENOENT.
+TEST_F(ServerTest, NameOperationsInAGoneDirectoryAreStale) {
+  auto d = fs_->Mkdir(kRootInode, "out");
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(fs_->Create(d->ino, "f").ok());
+  ASSERT_TRUE(fs_->Unlink(d->ino, "f").ok());
+  ASSERT_TRUE(fs_->Rename(kRootInode, "out", kRootInode, "old").ok());
+  auto replacement = fs_->Mkdir(kRootInode, "out");
+  ASSERT_TRUE(replacement.ok());
+  EXPECT_EQ(ToErrno(fs_->Lookup(replacement->ino, "missing").status()), ENOENT);
+  // Remove the old directory: its inode is gone now.
+  v1::RmdirRequest rm;
+  rm.set_scope(fs_->scope().ToString());
+  rm.set_parent(kRootInode);
+  rm.set_name("old");
+  v1::Empty empty;
+  ASSERT_TRUE(client_->Call(&v1::Namespace::Stub::Rmdir, client_->ns(), rm, &empty).ok());
+  EXPECT_EQ(ToErrno(fs_->Lookup(d->ino, "g").status()), ESTALE);
+  EXPECT_EQ(ToErrno(fs_->Create(d->ino, "g").status()), ESTALE);
+  EXPECT_EQ(ToErrno(fs_->Mkdir(d->ino, "s").status()), ESTALE);
+  EXPECT_EQ(ToErrno(fs_->Unlink(d->ino, "g")), ESTALE);
+  EXPECT_EQ(ToErrno(fs_->Rename(kRootInode, "out", d->ino, "x")), ESTALE);
+  EXPECT_EQ(ToErrno(fs_->Rename(kRootInode, "nope", kRootInode, "x")), ENOENT);
+}
+
 TEST_F(ServerTest, WritesChunksAndReadsBackByteForByte) {
   auto f = fs_->Create(kRootInode, "data.bin");
   ASSERT_TRUE(f.ok());
