@@ -28,6 +28,8 @@ absl::Status CheckIno(uint64_t ino) {
 absl::Status StaleIfDirGone(ServiceContext& ctx, const Scope& scope,
                             std::initializer_list<uint64_t> dirs, absl::Status status) {
   if (ErrnoOf(status) != ENOENT) return status;
+  // A scope that does not exist stays ENOENT (its root is gone too).
+  if (!ctx.meta().GetAttr(scope, kRootInode).ok()) return status;
   for (uint64_t dir : dirs) {
     if (ctx.meta().GetAttr(scope, dir).status().code() == absl::StatusCode::kNotFound) {
       return PosixError(ESTALE, fmt::format("directory inode {} is gone: {}", dir,

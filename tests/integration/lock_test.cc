@@ -226,5 +226,35 @@ TEST_F(LockTest, DeadNodesLocksAreFreedAfterItsLeaseNotBefore) {
   close(b);
 }
 
+TEST_F(LockTest, ANodeThatLostItsLeaseIsToldAndCannotFreeTheNewHoldersLock) {
+  int a = Open(A("partition.lock"));
+  ASSERT_EQ(flock(a, LOCK_EX), 0);
+  // Node A stops answering (a long pause, a partition): no renewals.
+  ASSERT_EQ(kill(a_->pid(), SIGSTOP), 0);
+  int b = Open(B("partition.lock"));
+  auto start = Clock::now();
+  EXPECT_EQ(flock(b, LOCK_EX), 0);
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(kLeaseSeconds * 1000 - 1500));
+  ASSERT_EQ(kill(a_->pid(), SIGCONT), 0);
+  // A learns it lost the lease at its next renewal...
+  bool told = false;
+  for (int i = 0; i < 100 && !told; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream log(a_->log_file());
+    std::string text((std::istreambuf_iterator<char>(log)), {});
+    told = text.find("lost its lock lease") != std::string::npos;
+  }
+  EXPECT_TRUE(told) << "see " << a_->log_file();
+  // ...and its unlock does not free B's lock.
+  flock(a, LOCK_UN);
+  int a2 = Open(A("partition.lock"));
+  EXPECT_EQ(flock(a2, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  close(b);
+  EXPECT_EQ(flock(a2, LOCK_EX), 0);
+  close(a2);
+  close(a);
+}
+
 }  // namespace
 }  // namespace traincache::testing
