@@ -83,7 +83,12 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->max_write = kMaxIo;
   conn->max_read = kMaxIo;
   conn->max_readahead = kMaxIo;
-  // Page cache kept across opens is decided per open (keep_cache).
+  // Page cache kept across opens is decided per open (keep_cache), and a
+  // handle reads the version it opened: the kernel need not ask for
+  // attributes before reads once attr_ttl passed (libfuse's default
+  // auto_inval_data), which would also stall reads of cached files for a
+  // whole outage timeout while the server is down.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
 }
