@@ -647,6 +647,19 @@ absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
       return attr;
     }
   }
+  if (!fetched.ok() && ErrnoOf(fetched.status()) == ENOENT) {
+    // Gone from the server (replaced or removed on another node, which
+    // released it) while open here: like an unlinked file open on a local
+    // disk, fstat through the handle keeps working, with no links.
+    absl::MutexLock lock(&mu_);
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end() && it->second->open_handles > 0 && it->second->attr) {
+      InodeAttr attr = *it->second->attr;
+      attr.nlink = 0;
+      OverlayLocked(attr);
+      return attr;
+    }
+  }
   if (!fetched.ok()) return StaleIfGone(fetched.status(), ino);
   InodeAttr attr = *std::move(fetched);
   CacheAttr(attr);

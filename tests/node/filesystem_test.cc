@@ -298,6 +298,27 @@ TEST_F(FilesystemTest, AnInodeGoneFromTheServerIsEstaleSoTheKernelLooksUpAgain) 
 // it still caches must answer ESTALE for an inode gone from the server, or
 // the kernel fails the call with ENOENT instead of looking the name up again
 // (a symlink or directory replaced on another node within entry_ttl).
+// A file replaced on node A (os.replace: A releases the old inode at once)
+// while B has it open: fstat through B's handle still answers, with no
+// links, as for an unlinked open file on a local disk; B without a handle
+// gets ESTALE (the kernel then looks the name up again).
+TEST_F(FilesystemTest, GetAttrOfAFileOpenHereButGoneFromTheServerAnswersUnlinked) {
+  const InodeId old = WriteFile(A(), "refs-main", "commit-1");
+  ASSERT_TRUE(B().Lookup(kRootInode, "refs-main").ok());
+  absl::StatusOr<OpenReply> h = B().Open(old, O_RDONLY);
+  ASSERT_TRUE(h.ok());
+  WriteFile(A(), "tmp", "commit-2");
+  ASSERT_TRUE(A().Rename(kRootInode, "tmp", kRootInode, "refs-main", 0).ok());
+  // Past the attribute cache: the next GetAttr asks the server.
+  std::this_thread::sleep_for(B().options().attr_ttl + std::chrono::milliseconds(50));
+  absl::StatusOr<InodeAttr> attr = B().GetAttr(old);
+  ASSERT_TRUE(attr.ok()) << attr.status();
+  EXPECT_EQ(attr->nlink, 0u);
+  EXPECT_EQ(attr->size, 8u);
+  B().Release(old, h->fh);
+  EXPECT_EQ(ToErrno(B().GetAttr(old).status()), ESTALE);
+}
+
 TEST_F(FilesystemTest, EveryCallByInodeNumberIsEstaleForAnInodeGoneFromTheServer) {
   const Caller caller{0, 0};
   absl::StatusOr<InodeAttr> link = A().Symlink(kRootInode, "link", "target-one", caller);
