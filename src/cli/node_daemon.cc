@@ -161,6 +161,9 @@ absl::StatusOr<v1::AttachJobResponse> NodeDaemon::Attach(const v1::AttachJobRequ
   std::error_code ec;
   std::filesystem::create_directories(scratch, ec);
   if (ec) {
+    for (auto& done : mounted) {
+      if (done->jobs.empty() && !done->manual && !done->idle_since) done->idle_since = Clock::now();
+    }
     return PosixError(ec.value(),
                       fmt::format("cannot make scratch folder {}: {}", scratch, ec.message()));
   }

@@ -22,6 +22,21 @@
 #include "traincache/status.h"
 
 namespace traincache::fuse {
+
+// A lock request whose answer comes from the LockClient's callback: the
+// FUSE thread that received it returns at once, so waits hold no thread.
+struct LockWait {
+  fuse_req_t req;
+  FuseMount* mount;
+  LockKind kind;
+  uint64_t ino;
+  uint64_t owner;
+  std::mutex mu;
+  std::function<void()> cancel;   // guarded by mu; cleared once answered
+  bool cancel_requested = false;  // guarded by mu: interrupted before `cancel` was known
+  bool answered = false;          // guarded by mu
+};
+
 namespace {
 
 using node::Filesystem;
@@ -342,15 +357,6 @@ unsigned ConnectionOf(const std::string& mountpoint) {
 
 // --- locks (only when the mount has a LockClient) ---
 
-// A lock request whose answer comes from the LockClient's callback: the
-// FUSE thread that received it returns at once, so waits hold no thread.
-struct LockWait {
-  fuse_req_t req;
-  std::mutex mu;
-  std::function<void()> cancel;   // guarded by mu
-  bool cancel_requested = false;  // guarded by mu: interrupted before `cancel` was known
-};
-
 void OnLockInterrupt(fuse_req_t, void* data) {
   auto* wait = static_cast<LockWait*>(data);
   std::function<void()> cancel;
@@ -370,21 +376,39 @@ void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, const LockRange& 
   FuseMount& mount = MountOf(req);
   auto state = std::make_shared<LockWait>();
   state->req = req;
+  state->mount = &mount;
+  state->kind = range.kind;
+  state->ino = ino;
+  state->owner = owner;
   // Registered before the lock starts, cleared (waiting for a running
   // interrupt callback to end) before the reply: the callback never sees a
   // request that was answered.
   fuse_req_interrupt_func(req, OnLockInterrupt, state.get());
   mount.NoteLockOwner(range.kind, ino, owner);
+  mount.TrackLockWait(state.get(), /*live=*/true);
   std::function<void()> cancel = mount.options().locks->Lock(
       mount.fs().scope(), ino, owner, range, wait, [state](absl::Status status) {
         fuse_req_interrupt_func(state->req, nullptr, nullptr);
+        // Held now: a close that ran meanwhile (another thread of the
+        // process) must not have made the mount forget to release it.
+        if (status.ok()) state->mount->NoteLockOwner(state->kind, state->ino, state->owner);
         fuse_reply_err(state->req, ToErrno(status));
+        {
+          std::lock_guard lock(state->mu);
+          state->answered = true;
+          state->cancel = nullptr;  // It holds the call, which holds this callback.
+        }
+        // Last: an unmount waits for this before it frees the session.
+        state->mount->TrackLockWait(state.get(), /*live=*/false);
       });
-  bool cancel_now;
+  bool cancel_now = false;
   {
     std::lock_guard lock(state->mu);
-    state->cancel = cancel;
-    cancel_now = state->cancel_requested;
+    // Unless already answered (then keeping `cancel` would be a cycle).
+    if (!state->answered) {
+      state->cancel = cancel;
+      cancel_now = state->cancel_requested;
+    }
   }
   if (cancel_now) cancel();
 }
@@ -610,6 +634,52 @@ prometheus::Histogram* FuseMount::OpLatency(size_t op) const {
   return op_latency_ ? op_latency_->at(op) : nullptr;
 }
 
+void FuseMount::TrackLockWait(LockWait* wait, bool live) {
+  std::lock_guard lock(waits_mu_);
+  if (live) {
+    lock_waits_.insert(wait);
+  } else {
+    lock_waits_.erase(wait);
+    // Under the mutex: once an unmount sees the set empty, no callback
+    // touches this object any more.
+    waits_cv_.notify_all();
+  }
+}
+
+void FuseMount::EndLockWaits() {
+  if (!options_.locks) return;
+  std::vector<std::function<void()>> cancels;
+  {
+    std::lock_guard lock(waits_mu_);
+    for (LockWait* wait : lock_waits_) {
+      std::lock_guard wait_lock(wait->mu);
+      if (wait->cancel) {
+        cancels.push_back(wait->cancel);
+      } else {
+        wait->cancel_requested = true;
+      }
+    }
+  }
+  for (auto& cancel : cancels) cancel();
+  {
+    std::unique_lock lock(waits_mu_);
+    if (!waits_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return lock_waits_.empty(); })) {
+      spdlog::error("fuse: {}: {} lock waits still unanswered at unmount", options_.mountpoint,
+                    lock_waits_.size());
+    }
+  }
+  // No flush or release will come for files still open in a forced
+  // unmount: give their locks back now.
+  std::set<std::tuple<LockKind, uint64_t, uint64_t>> owners;
+  {
+    std::lock_guard lock(lock_owners_mu_);
+    owners.swap(lock_owners_);
+  }
+  for (const auto& [kind, ino, owner] : owners) {
+    IGNORE_ERROR(options_.locks->Unlock(fs_->scope(), ino, owner, kind, 0, UINT64_MAX));
+  }
+}
+
 absl::Status FuseMount::Unmount(bool force) {
   if (!mounted_) return absl::OkStatus();
   const std::string& mp = options_.mountpoint;
@@ -642,6 +712,9 @@ absl::Status FuseMount::Unmount(bool force) {
   mounted_ = false;
   fuse_session_exit(session_);
   if (loop_.joinable()) loop_.join();
+  // Lock waits are answered from the lock client's threads: all of them
+  // before the session (which their replies use) goes.
+  EndLockWaits();
   fuse_session_destroy(session_);
   session_ = nullptr;
   spdlog::info("unmounted {}", mp);

@@ -13,6 +13,7 @@
 #ifndef TRAINCACHE_FUSE_FUSE_MOUNT_H_
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -35,6 +36,8 @@ class LatencyHistograms;
 }  // namespace traincache::metrics
 
 namespace traincache::fuse {
+
+struct LockWait;  // fuse_mount.cc: one lock request answered later
 
 struct FuseMountOptions {
   std::string mountpoint;  // Created if missing.
@@ -72,6 +75,9 @@ class FuseMount {
   // close releases it (ReleaseOwnerLocks) without a call for every close.
   void NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner);
   void ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner);
+  // Lock requests not yet answered: Unmount cancels them and waits for their
+  // answers before it frees the session their replies use.
+  void TrackLockWait(LockWait* wait, bool live);
   // The latency histogram of op number `op` (fuse_mount.cc), or nullptr.
   prometheus::Histogram* OpLatency(size_t op) const;
 
@@ -86,6 +92,12 @@ class FuseMount {
   // The kernel's connection number (/sys/fs/fuse/connections/<n>), read at
   // mount: the way to abort a busy connection.
   unsigned connection_ = 0;
+  // Cancels the lock waits, waits (up to 5 s) for their answers, and
+  // releases the locks of files still open (a forced unmount).
+  void EndLockWaits();
+  std::mutex waits_mu_;
+  std::condition_variable waits_cv_;
+  std::set<LockWait*> lock_waits_;  // guarded by waits_mu_
   std::mutex lock_owners_mu_;
   std::set<std::tuple<LockKind, uint64_t, uint64_t>> lock_owners_;  // guarded by lock_owners_mu_
   std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics

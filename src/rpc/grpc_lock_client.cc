@@ -151,7 +151,7 @@ std::function<void()> GrpcLockClient::Lock(const Scope& scope, InodeId ino, uint
   if (!wait) call->ctx.set_deadline(std::chrono::system_clock::now() + client_.options().deadline);
   client_.locks().async()->Lock(&call->ctx, &call->req, &call->resp, [this, call](grpc::Status g) {
     absl::Status status = FromGrpcStatus(g);
-    if (call->cancelled.load()) {
+    if (call->cancelled.load() && !status.ok()) {
       // The server gives back a lock it granted after the cancel reached it.
       // In the narrow race where the grant left first, the owner holds it
       // until it unlocks or closes the file (close releases every lock).
@@ -163,7 +163,11 @@ std::function<void()> GrpcLockClient::Lock(const Scope& scope, InodeId ino, uint
     } else if (status.code() == absl::StatusCode::kUnavailable && !ErrnoOf(status)) {
       status = PosixError(EIO, fmt::format("lock service unreachable: {}", status.message()));
     } else if (status.code() == absl::StatusCode::kAborted) {
+      SessionLost(call->req.session(), status);
       status = PosixError(ENOLCK, fmt::format("lock wait ended: {}", status.message()));
+    } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+      // F_SETLK/LOCK_NB never time out on Linux: the service did not answer.
+      status = PosixError(EIO, fmt::format("lock service did not answer: {}", status.message()));
     }
     call->done(status);
   });

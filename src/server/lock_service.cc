@@ -238,7 +238,12 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
     RETURN_IF_ERROR(CheckSession(req->session()));
     return p;
   }();
-  reactor->Start(std::move(parsed), req->wait());
+  const bool started = parsed.ok();
+  reactor->Start(std::move(parsed), req->wait());  // may finish (and free) the reactor
+  // The session may have expired between the check and the table insert;
+  // then what was just taken or queued belongs to nobody: drop it (waits
+  // end with ABORTED).
+  if (started && !CheckSession(req->session()).ok()) table_.ReleaseSession(req->session());
   return reactor;
 }
 

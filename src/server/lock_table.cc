@@ -81,25 +81,32 @@ absl::StatusOr<LockTable::LockResult> LockTable::Lock(const std::string& key,
     return absl::InvalidArgumentError(
         fmt::format("lock range start {} is past its end {}", range.start, range.end));
   }
-  std::lock_guard lock(mu_);
-  File& file = files_[key];
-  if (file.held.size() + file.waiters.size() >= kMaxPerFile) {
+  Callbacks callbacks;
+  LockResult result{Outcome::kGranted};
+  {
+    std::lock_guard lock(mu_);
+    File& file = files_[key];
+    if (file.held.size() + file.waiters.size() >= kMaxPerFile) {
+      EraseIfEmpty(key);
+      return PosixError(ENOLCK, fmt::format("too many locks on one file (limit {})", kMaxPerFile));
+    }
+    // A flock conversion gives up the old lock first, as Linux does.
+    if (range.kind == LockKind::kFlock) RemoveOwned(file, owner, LockKind::kFlock, 0, UINT64_MAX);
+    if (!FirstConflict(file, owner, range)) {
+      Apply(file, owner, range);
+    } else if (!wait) {
+      result = LockResult{Outcome::kConflict};
+    } else {
+      uint64_t id = next_waiter_++;
+      file.waiters.push_back({id, owner, range, std::move(granted)});
+      result = LockResult{Outcome::kWaiting, id};
+    }
+    // What this owner gave up (a downgrade, a conversion) may let waiters in.
+    WakeLocked(file, callbacks);
     EraseIfEmpty(key);
-    return PosixError(ENOLCK, fmt::format("too many locks on one file (limit {})", kMaxPerFile));
   }
-  // A flock conversion gives up the old lock first, as Linux does.
-  if (range.kind == LockKind::kFlock) RemoveOwned(file, owner, LockKind::kFlock, 0, UINT64_MAX);
-  if (!FirstConflict(file, owner, range)) {
-    Apply(file, owner, range);
-    return LockResult{Outcome::kGranted};
-  }
-  if (!wait) {
-    EraseIfEmpty(key);
-    return LockResult{Outcome::kConflict};
-  }
-  uint64_t id = next_waiter_++;
-  file.waiters.push_back({id, owner, range, std::move(granted)});
-  return LockResult{Outcome::kWaiting, id};
+  for (auto& [cb, status] : callbacks) cb(status);
+  return result;
 }
 
 void LockTable::WakeLocked(File& file, Callbacks& out) {

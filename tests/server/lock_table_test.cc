@@ -81,6 +81,17 @@ TEST(LockTableTest, WaitersAreGrantedWhenCompatibleAndCancelLeavesNothing) {
   EXPECT_EQ(t.WaiterCount(), 0u);
 }
 
+TEST(LockTableTest, ADowngradeLetsWaitingReadersIn) {
+  LockTable t;
+  ASSERT_EQ(Try(t, kA, Posix(LockType::kWrite, 0, 9)), LockTable::Outcome::kGranted);
+  bool granted = false;
+  auto w = t.Lock("f", kB, Posix(LockType::kRead, 0, 9), true,
+                  [&](absl::Status s) { granted = s.ok(); });
+  ASSERT_EQ(w->outcome, LockTable::Outcome::kWaiting);
+  ASSERT_EQ(Try(t, kA, Posix(LockType::kRead, 0, 9)), LockTable::Outcome::kGranted);
+  EXPECT_TRUE(granted);
+}
+
 TEST(LockTableTest, ReleasingASessionFreesItsLocksAndEndsItsWaits) {
   LockTable t;
   ASSERT_EQ(Try(t, kA, Posix(LockType::kWrite, 0, 9)), LockTable::Outcome::kGranted);
