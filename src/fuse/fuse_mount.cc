@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <fstream>
 #include <sstream>
@@ -31,6 +32,7 @@ struct LockWait {
   LockKind kind;
   uint64_t ino;
   uint64_t owner;
+  uint64_t fh;  // the open file's handle (flock: what its release names)
   std::mutex mu;
   std::function<void()> cancel;   // guarded by mu; cleared once answered
   bool cancel_requested = false;  // guarded by mu: interrupted before `cancel` was known
@@ -226,13 +228,15 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 
 void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // close(2) drops every POSIX lock the process holds on the file.
-  MountOf(req).ReleaseOwnerLocks(LockKind::kPosix, ino, fi->lock_owner);
+  MountOf(req).ReleaseOwnerLocks(LockKind::kPosix, ino, fi->lock_owner, fi->fh);
   fuse_reply_err(req, ToErrno(Fs(req).Flush(ino, fi->fh)));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The last close of an open file drops its flock lock.
-  if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->lock_owner);
+  if (fi->flock_release) {
+    MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->lock_owner, fi->fh);
+  }
   Fs(req).Release(ino, fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -371,8 +375,8 @@ void OnLockInterrupt(fuse_req_t, void* data) {
   if (cancel) cancel();
 }
 
-void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, const LockRange& range,
-               bool wait) {
+void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t fh,
+               const LockRange& range, bool wait) {
   FuseMount& mount = MountOf(req);
   auto state = std::make_shared<LockWait>();
   state->req = req;
@@ -380,18 +384,21 @@ void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, const LockRange& 
   state->kind = range.kind;
   state->ino = ino;
   state->owner = owner;
+  state->fh = fh;
   // Registered before the lock starts, cleared (waiting for a running
   // interrupt callback to end) before the reply: the callback never sees a
   // request that was answered.
   fuse_req_interrupt_func(req, OnLockInterrupt, state.get());
-  mount.NoteLockOwner(range.kind, ino, owner);
+  mount.NoteLockOwner(range.kind, ino, owner, fh);
   mount.TrackLockWait(state.get(), /*live=*/true);
   std::function<void()> cancel = mount.options().locks->Lock(
       mount.fs().scope(), ino, owner, range, wait, [state](absl::Status status) {
         fuse_req_interrupt_func(state->req, nullptr, nullptr);
         // Held now: a close that ran meanwhile (another thread of the
         // process) must not have made the mount forget to release it.
-        if (status.ok()) state->mount->NoteLockOwner(state->kind, state->ino, state->owner);
+        if (status.ok()) {
+          state->mount->NoteLockOwner(state->kind, state->ino, state->owner, state->fh);
+        }
         fuse_reply_err(state->req, ToErrno(status));
         {
           std::lock_guard lock(state->mu);
@@ -456,7 +463,7 @@ void OpSetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
                                                               range.start, range.end)));
     return;
   }
-  StartLock(req, ino, fi->lock_owner, range, sleep != 0);
+  StartLock(req, ino, fi->lock_owner, fi->fh, range, sleep != 0);
 }
 
 void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
@@ -470,7 +477,7 @@ void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
   LockRange range{.kind = LockKind::kFlock,
                   .type = (op & LOCK_EX) ? LockType::kWrite : LockType::kRead,
                   .pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid)};
-  StartLock(req, ino, fi->lock_owner, range, (op & LOCK_NB) == 0);
+  StartLock(req, ino, fi->lock_owner, fi->fh, range, (op & LOCK_NB) == 0);
 }
 
 // The ops whose latency is recorded; kOpNames gives their `op` label.
@@ -611,17 +618,24 @@ void FuseMount::InvalidateInodes(const std::vector<uint64_t>& inodes) {
   }
 }
 
-void FuseMount::NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner) {
+void FuseMount::NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner, uint64_t fh) {
   std::lock_guard lock(lock_owners_mu_);
-  lock_owners_.insert({kind, ino, owner});
+  lock_owners_[{kind, ino, owner}] = fh;
 }
 
-void FuseMount::ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner) {
+void FuseMount::ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner, uint64_t fh) {
   if (!options_.locks) return;
   {
     std::lock_guard lock(lock_owners_mu_);
     // Most closes are of files nobody locked: no call for those.
-    if (lock_owners_.erase({kind, ino, owner}) == 0) return;
+    auto it = lock_owners_.find({kind, ino, owner});
+    if (it == lock_owners_.end()) return;
+    // A flock's owner is the kernel's open file, whose address a new open
+    // may reuse while the old file's RELEASE (sent after close returned) is
+    // still on its way: that late release must not free the new file's
+    // lock. Our handle numbers are never reused, so they tell them apart.
+    if (kind == LockKind::kFlock && it->second != fh) return;
+    lock_owners_.erase(it);
   }
   absl::Status status = options_.locks->Unlock(fs_->scope(), ino, owner, kind, 0, UINT64_MAX);
   if (!status.ok()) {
@@ -670,12 +684,13 @@ void FuseMount::EndLockWaits() {
   }
   // No flush or release will come for files still open in a forced
   // unmount: give their locks back now.
-  std::set<std::tuple<LockKind, uint64_t, uint64_t>> owners;
+  std::map<std::tuple<LockKind, uint64_t, uint64_t>, uint64_t> owners;
   {
     std::lock_guard lock(lock_owners_mu_);
     owners.swap(lock_owners_);
   }
-  for (const auto& [kind, ino, owner] : owners) {
+  for (const auto& [key, fh] : owners) {
+    const auto& [kind, ino, owner] = key;
     IGNORE_ERROR(options_.locks->Unlock(fs_->scope(), ino, owner, kind, 0, UINT64_MAX));
   }
 }

@@ -14,6 +14,7 @@
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -71,10 +72,12 @@ class FuseMount {
   node::Filesystem& fs() const { return *fs_; }
   struct fuse_session* session() const { return session_; }
   const FuseMountOptions& options() const { return options_; }
-  // Remembers that `owner` asked for a lock of `kind` on `ino`, so that its
-  // close releases it (ReleaseOwnerLocks) without a call for every close.
-  void NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner);
-  void ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner);
+  // Remembers that `owner` asked for a lock of `kind` on `ino` through
+  // handle `fh`, so that its close releases it (ReleaseOwnerLocks) without a
+  // call for every close. A flock is released only by its own handle's
+  // release (the kernel may reuse the owner id of a closed file).
+  void NoteLockOwner(LockKind kind, uint64_t ino, uint64_t owner, uint64_t fh);
+  void ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner, uint64_t fh);
   // Lock requests not yet answered: Unmount cancels them and waits for their
   // answers before it frees the session their replies use.
   void TrackLockWait(LockWait* wait, bool live);
@@ -99,7 +102,8 @@ class FuseMount {
   std::condition_variable waits_cv_;
   std::set<LockWait*> lock_waits_;  // guarded by waits_mu_
   std::mutex lock_owners_mu_;
-  std::set<std::tuple<LockKind, uint64_t, uint64_t>> lock_owners_;  // guarded by lock_owners_mu_
+  // (kind, ino, owner) -> the handle that last asked; guarded by lock_owners_mu_
+  std::map<std::tuple<LockKind, uint64_t, uint64_t>, uint64_t> lock_owners_;
   std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
 };
 
