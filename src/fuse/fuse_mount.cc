@@ -234,9 +234,7 @@ void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The last close of an open file drops its flock lock.
-  if (fi->flock_release) {
-    MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->lock_owner, fi->fh);
-  }
+  if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->fh, fi->fh);
   Fs(req).Release(ino, fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -469,15 +467,18 @@ void OpSetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
 void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
   FuseMount& mount = MountOf(req);
   if (op & LOCK_UN) {
-    fuse_reply_err(req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino,
-                                                              fi->lock_owner, LockKind::kFlock, 0,
-                                                              UINT64_MAX)));
+    fuse_reply_err(req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino, fi->fh,
+                                                              LockKind::kFlock, 0, UINT64_MAX)));
     return;
   }
   LockRange range{.kind = LockKind::kFlock,
                   .type = (op & LOCK_EX) ? LockType::kWrite : LockType::kRead,
                   .pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid)};
-  StartLock(req, ino, fi->lock_owner, fi->fh, range, (op & LOCK_NB) == 0);
+  // A flock belongs to the open file, which is our handle: its number is
+  // never reused (the kernel's owner id, the file's address, can be reused
+  // by a new open before the old file's asynchronous RELEASE arrives, and
+  // that late release would free the new file's lock).
+  StartLock(req, ino, /*owner=*/fi->fh, fi->fh, range, (op & LOCK_NB) == 0);
 }
 
 // The ops whose latency is recorded; kOpNames gives their `op` label.
@@ -630,10 +631,7 @@ void FuseMount::ReleaseOwnerLocks(LockKind kind, uint64_t ino, uint64_t owner, u
     // Most closes are of files nobody locked: no call for those.
     auto it = lock_owners_.find({kind, ino, owner});
     if (it == lock_owners_.end()) return;
-    // A flock's owner is the kernel's open file, whose address a new open
-    // may reuse while the old file's RELEASE (sent after close returned) is
-    // still on its way: that late release must not free the new file's
-    // lock. Our handle numbers are never reused, so they tell them apart.
+    // (A flock's owner is its handle, see OpFlock: never reused.)
     if (kind == LockKind::kFlock && it->second != fh) return;
     lock_owners_.erase(it);
   }
