@@ -9,6 +9,7 @@
 #ifndef TRAINCACHE_TESTS_INTEGRATION_MOUNT_FIXTURE_H_
 #define TRAINCACHE_TESTS_INTEGRATION_MOUNT_FIXTURE_H_
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,6 +93,20 @@ inline std::string ReadFile(const std::string& path) {
   }
   close(fd);
   return out;
+}
+
+// The names in `dir` (without "." and ".."), or {"<errno N>"} if it cannot
+// be listed, so that a failure shows in the assertion that compares it.
+inline std::set<std::string> ListDir(const std::string& dir) {
+  std::set<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return {"<errno " + std::to_string(errno) + ">"};
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.insert(name);
+  }
+  closedir(d);
+  return names;
 }
 
 // Drops this machine's page cache (all of it: the kernel's pages of FUSE

@@ -39,18 +39,6 @@ int RenameAt2(const std::string& from, const std::string& to, unsigned flags) {
       syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), flags));
 }
 
-std::set<std::string> ListDir(const std::string& dir) {
-  std::set<std::string> names;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return {"<errno " + std::to_string(errno) + ">"};
-  while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.insert(name);
-  }
-  closedir(d);
-  return names;
-}
-
 using PosixMountTest = MountTest;
 
 TEST_F(PosixMountTest, CreateExclusive) {

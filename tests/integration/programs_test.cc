@@ -172,18 +172,6 @@ int RunToEnd(std::vector<std::string> argv, std::string log, std::string cwd = "
   return RunToEnd(Program{std::move(argv), std::move(log), std::move(cwd), std::move(env)});
 }
 
-std::set<std::string> ListDir(const std::string& dir) {
-  std::set<std::string> names;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return {"<errno " + std::to_string(errno) + ">"};
-  while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.insert(name);
-  }
-  closedir(d);
-  return names;
-}
-
 std::string Sha256Hex(std::string_view data) { return ChunkId::Of(data).ToHex(); }
 
 std::string ReadLink(const std::string& path) {
