@@ -175,6 +175,15 @@ class FilesystemTest : public ::testing::Test {
   Filesystem& A() { return *a_->fs; }
   Filesystem& B() { return *b_->fs; }
 
+  // Opens `ino` read-only on `fs` and closes it again; the open's reply.
+  OpenReply OpenAndClose(Filesystem& fs, InodeId ino) {
+    absl::StatusOr<OpenReply> o = fs.Open(ino, O_RDONLY);
+    EXPECT_TRUE(o.ok()) << o.status();
+    if (!o.ok()) return {};
+    fs.Release(ino, o->fh);
+    return *o;
+  }
+
   // Creates (or truncates) `name` in the root with `data` and closes it.
   InodeId WriteFile(Filesystem& fs, const std::string& name, const std::string& data) {
     absl::StatusOr<CreateReply> c = fs.Create(kRootInode, name, 0644, O_WRONLY | O_TRUNC, {});
@@ -252,12 +261,7 @@ TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {
   const InodeId ino = WriteFile(A(), "f", "one");
   // The kernel holds a lookup while it keeps the inode (and its pages).
   ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
-  auto open = [&] {
-    absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
-    EXPECT_TRUE(o.ok());
-    B().Release(ino, o->fh);
-    return o->keep_cache;
-  };
+  auto open = [&] { return OpenAndClose(B(), ino).keep_cache; };
   EXPECT_FALSE(open());
   EXPECT_TRUE(open());
   WriteFile(A(), "f", "two");
@@ -268,12 +272,7 @@ TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {
 TEST_F(FilesystemTest, OpenSaysWhenTheKernelsAttributesPredateTheContent) {
   const InodeId ino = WriteFile(A(), "f", "one");
   ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
-  auto open = [&] {
-    absl::StatusOr<OpenReply> o = B().Open(ino, O_RDONLY);
-    EXPECT_TRUE(o.ok());
-    B().Release(ino, o->fh);
-    return o->attr_stale;
-  };
+  auto open = [&] { return OpenAndClose(B(), ino).attr_stale; };
   EXPECT_FALSE(open());  // The lookup's attributes are of this content.
   WriteFile(A(), "f", "longer");
   // B's kernel would read up to the old size: it is told to ask again, and
