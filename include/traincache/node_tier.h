@@ -49,6 +49,15 @@ struct TierStats {
   uint64_t corrupt_chunks = 0;  // Chunks that failed verification and were dropped.
 };
 
+// A complete image lent out for passthrough: the open file and the pin,
+// both given back when it is destroyed.
+class ImageLease {
+ public:
+  virtual ~ImageLease() = default;
+  // The image, open read-only (owned by the lease).
+  virtual int fd() const = 0;
+};
+
 class NodeTier {
  public:
   virtual ~NodeTier() = default;
@@ -78,6 +87,14 @@ class NodeTier {
   virtual bool Complete(const ContentKey& key, const ChunkMap& map) = 0;
   // The image file of `key` (it may not exist or be partial).
   virtual std::string ImagePath(const ContentKey& key) const = 0;
+  // For FUSE passthrough: if `key` is complete (as Complete) and has an image
+  // file, opens the image read-only and pins it — it is not evicted (nor its
+  // chunks dropped) while the lease lives, though DropScope and
+  // DropOtherVersions still unlink it (the kernel's open file keeps its
+  // bytes). NOT_FOUND if it is incomplete or has no image file (a file of
+  // holes only); INTERNAL naming the path if the open fails.
+  virtual absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(const ContentKey& key,
+                                                                 const ChunkMap& map) = 0;
   // Drops every image of `scope` (the scope was deleted).
   virtual absl::Status DropScope(const Scope& scope) = 0;
   // Drops images of `ino` whose version is not `keep_version` (superseded).
@@ -98,7 +115,7 @@ absl::StatusOr<std::unique_ptr<NodeTier>> OpenDiskTier(const DiskTierOptions& op
 
 // The in-memory twin (for tests): same contract, same LRU and watermarks
 // (high 0.95, low 0.85 of `capacity_bytes`), no persistence. ImagePath
-// returns a name no file has. Never fails.
+// returns a name no file has and LeaseImage is always NOT_FOUND. Never fails.
 std::unique_ptr<NodeTier> NewMemoryTier(uint64_t capacity_bytes);
 
 }  // namespace traincache

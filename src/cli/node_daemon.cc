@@ -74,7 +74,8 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
                    fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
                                                            .mountpoint = m->mountpoint,
                                                            .locks = locks_.get(),
-                                                           .metrics = options_.metrics}));
+                                                           .metrics = options_.metrics,
+                                                           .passthrough = options_.passthrough}));
   known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
   mounts_.emplace(scope.ToString(), m);
   return m;
@@ -343,6 +344,12 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
     out[fmt::format("scope.{}.commit_rebases", name)] = s.commit_rebases;
     out[fmt::format("scope.{}.uploaded_chunks", name)] = s.uploaded_chunks;
     out[fmt::format("scope.{}.uploaded_bytes", name)] = s.uploaded_bytes;
+    fuse::PassthroughStats p = m->mount->passthrough_stats();
+    out[fmt::format("scope.{}.passthrough_enabled", name)] = p.enabled ? 1 : 0;
+    out[fmt::format("scope.{}.passthrough_opens", name)] = p.opens;
+    out[fmt::format("scope.{}.passthrough_backing_files", name)] = p.backing_files;
+    out[fmt::format("scope.{}.passthrough_direct_opens", name)] = p.direct_opens;
+    out[fmt::format("scope.{}.passthrough_refusals", name)] = p.refusals;
   }
   return out;
 }

@@ -61,6 +61,8 @@ struct NodeDaemonOptions {
   // Where the FUSE op and RPC latency histograms go (also client.metrics
   // unless that is set); nullptr: none. Must outlive the daemon.
   prometheus::Registry* metrics = nullptr;
+  // FUSE passthrough for files complete in the node tier (fuse/passthrough.h).
+  bool passthrough = true;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {

@@ -8,7 +8,7 @@
 //                   [--admin-socket /run/traincache/node.sock]
 //                   [--scratch-dir DIR] [--unmount-grace-seconds S]
 //                   [--scope-check-interval-ms MS]
-//                   [--metrics-listen HOST:PORT]
+//                   [--metrics-listen HOST:PORT] [--fuse-passthrough=false]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first). Under systemd (Type=notify) it
@@ -63,6 +63,11 @@ int main(int argc, char** argv) {
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: none)");
+  bool passthrough = true;
+  app.add_option("--fuse-passthrough", passthrough,
+                 "hand files complete in the node tier to the kernel (FUSE passthrough) where "
+                 "it allows it")
+      ->default_val(true);
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -110,7 +115,8 @@ int main(int argc, char** argv) {
       .scratch_dir = scratch_dir,
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
       .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
-      .metrics = metrics ? &metrics->registry() : nullptr});
+      .metrics = metrics ? &metrics->registry() : nullptr,
+      .passthrough = passthrough});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;

@@ -191,6 +191,16 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!opened.ok()) return ReplyErr(req, opened.status());
   fi->fh = opened->fh;
   fi->keep_cache = opened->keep_cache;
+  if (Passthrough* pt = MountOf(req).passthrough()) {
+    const bool read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
+    Passthrough::Mode mode = pt->Open(ino, fi->fh, opened->version, read_only, [&] {
+      return Fs(req).LeaseImage(ino, fi->fh);
+    });
+    // The kernel refuses FOPEN_KEEP_CACHE with passthrough (it has no page
+    // cache of its own then); direct I/O bypasses it.
+    if (mode != Passthrough::Mode::kCached) fi->keep_cache = 0;
+    if (mode == Passthrough::Mode::kDirect) fi->direct_io = 1;
+  }
   if (opened->attr_stale) {
     // Attributes only (offset < 0): the kernel bumps the inode's attribute
     // version and marks them invalid, taking no lock this open holds, so
@@ -209,6 +219,12 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   auto created = Fs(req).Create(parent, name, mode, fi->flags, CallerOf(req));
   if (!created.ok()) return ReplyErr(req, created.status());
   fi->fh = created->fh;
+  if (Passthrough* pt = MountOf(req).passthrough()) {
+    if (pt->Open(created->attr.ino, fi->fh, 0, /*read_only=*/false, nullptr) ==
+        Passthrough::Mode::kDirect) {
+      fi->direct_io = 1;
+    }
+  }
   fuse_entry_param e = ToEntry(Fs(req), created->attr);
   fuse_reply_create(req, &e, fi);
 }
@@ -236,6 +252,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The last close of an open file drops its flock lock.
   if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->fh, fi->fh);
   Fs(req).Release(ino, fi->fh);
+  if (Passthrough* pt = MountOf(req).passthrough()) pt->Release(ino, fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -337,6 +354,15 @@ void OpListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void OpRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   fuse_reply_err(req, ToErrno(Fs(req).RemoveXattr(ino, name)));
+}
+
+// The session's I/O when passthrough is wanted (the session's userdata is
+// its FuseMount).
+ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
+  return static_cast<FuseMount*>(userdata)->passthrough()->OnRead(fd, buf, len);
+}
+ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  return static_cast<FuseMount*>(userdata)->passthrough()->OnWritev(fd, iov, count);
 }
 
 // The FUSE connection number of the mount at `mountpoint`: the minor device
@@ -592,6 +618,19 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
                                            m->options_.mountpoint));
   }
   m->mounted_ = true;
+  if (m->options_.passthrough) {
+    m->passthrough_ = std::make_unique<Passthrough>(true, m->options_.mountpoint);
+    const int fd = fuse_session_fd(m->session_);
+    m->passthrough_->set_session_fd(fd);
+    fuse_custom_io io{};
+    io.read = IoRead;
+    io.writev = IoWritev;
+    if (int rc = fuse_session_custom_io(m->session_, &io, fd); rc != 0) {
+      spdlog::warn("fuse: {}: cannot hook the session's I/O ({}); no passthrough",
+                   m->options_.mountpoint, strerror(-rc));
+      m->passthrough_.reset();
+    }
+  }
   // From mountinfo, not stat(): the loop is not serving yet, so a stat of
   // the mount would wait for an answer forever.
   m->connection_ = ConnectionOf(m->options_.mountpoint);

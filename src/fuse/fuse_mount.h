@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fuse/passthrough.h"
 #include "node/filesystem.h"
 #include "traincache/locks.h"
 
@@ -48,6 +49,9 @@ struct FuseMountOptions {
   LockClient* locks = nullptr;
   // Where the op latency histograms go; nullptr: none. Must outlive the mount.
   prometheus::Registry* metrics = nullptr;
+  // FUSE passthrough for files complete in the node tier (passthrough.h),
+  // where the kernel allows it.
+  bool passthrough = true;
 };
 
 class FuseMount {
@@ -81,6 +85,11 @@ class FuseMount {
   // Lock requests not yet answered: Unmount cancels them and waits for their
   // answers before it frees the session their replies use.
   void TrackLockWait(LockWait* wait, bool live);
+  // The passthrough state (nullptr when not wanted).
+  Passthrough* passthrough() const { return passthrough_.get(); }
+  PassthroughStats passthrough_stats() const {
+    return passthrough_ ? passthrough_->Stats() : PassthroughStats{};
+  }
   // The latency histogram of op number `op` (fuse_mount.cc), or nullptr.
   prometheus::Histogram* OpLatency(size_t op) const;
 
@@ -105,6 +114,7 @@ class FuseMount {
   // (kind, ino, owner) -> the handle that last asked; guarded by lock_owners_mu_
   std::map<std::tuple<LockKind, uint64_t, uint64_t>, uint64_t> lock_owners_;
   std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
+  std::unique_ptr<Passthrough> passthrough_;
 };
 
 }  // namespace traincache::fuse

@@ -351,6 +351,29 @@ class DiskTier final : public NodeTier {
     return options_.dir + "/" + ImageName(key) + ".img";
   }
 
+  absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(const ContentKey& key,
+                                                         const ChunkMap& map) override {
+    if (!Complete(key, map)) {
+      return absl::NotFoundError(fmt::format("{} is not complete in the tier", ImageName(key)));
+    }
+    std::shared_ptr<Image> image;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      image = FindLocked(key, map);
+      // Complete with no image: holes only, nothing to hand out.
+      if (image == nullptr || image->dropped || !CompleteLocked(*image, map)) {
+        return absl::NotFoundError(fmt::format("{} has no complete image", ImageName(key)));
+      }
+      TouchLocked(*image);
+      ++image->pins;
+    }
+    auto lease = std::make_unique<Lease>(this, std::move(image));
+    const std::string path = ImagePathOf(lease->image()->name);
+    lease->set_fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (lease->fd() < 0) return IoError("open", path, errno);
+    return lease;
+  }
+
   absl::Status DropScope(const Scope& scope) override {
     std::lock_guard<std::mutex> lock(mu_);
     DropPrefixLocked(ScopePrefix(scope), "");
@@ -388,6 +411,25 @@ class DiskTier final : public NodeTier {
    private:
     DiskTier* tier_;
     Image* image_;
+  };
+
+  // An image lent out for passthrough: pinned and open until destroyed.
+  class Lease final : public ImageLease {
+   public:
+    Lease(DiskTier* tier, std::shared_ptr<Image> image) : tier_(tier), image_(std::move(image)) {}
+    ~Lease() override {
+      if (fd_ >= 0) close(fd_);
+      std::lock_guard<std::mutex> lock(tier_->mu_);
+      --image_->pins;
+    }
+    int fd() const override { return fd_; }
+    void set_fd(int fd) { fd_ = fd; }
+    const Image* image() const { return image_.get(); }
+
+   private:
+    DiskTier* tier_;
+    std::shared_ptr<Image> image_;
+    int fd_ = -1;
   };
 
   static bool Readable(ChunkState s) {

@@ -864,6 +864,7 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
       }
       inode->kernel_version = map.version;
       inode->changed_since_open = false;
+      reply.version = map.version;
       handle->map = std::make_shared<const ChunkMap>(std::move(map));
     }
   }
@@ -1025,6 +1026,27 @@ absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t 
                                               out.size(), out.data()));
   out.resize(got);
   return out;
+}
+
+absl::StatusOr<std::unique_ptr<ImageLease>> Filesystem::LeaseImage(InodeId ino, uint64_t fh) {
+  RETURN_IF_ERROR(CheckLive());
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  std::shared_ptr<const ChunkMap> map;
+  {
+    absl::MutexLock lock(&h->inode->mu);
+    // A writer here, or a version newer than the handle's committed here:
+    // reads of this node follow the daemon's view, not a fixed image.
+    const bool follows_node = h->inode->ws != nullptr ||
+                              (h->inode->committed &&
+                               h->inode->committed->version > h->map->version);
+    if (h->writable || follows_node) {
+      return absl::NotFoundError(fmt::format("handle {} of ino {} reads through the daemon", fh,
+                                             ino));
+    }
+    map = h->map;
+  }
+  return tier_->LeaseImage(ContentKey{scope_, ino, map->version}, *map);
 }
 
 absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offset,

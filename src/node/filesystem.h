@@ -116,6 +116,8 @@ struct OpenReply {
   // (another node committed since): the adapter tells the kernel to drop
   // them before it replies, so that size and mtime match what is read.
   bool attr_stale = false;
+  // The content version the handle reads (its chunk map's).
+  uint64_t version = 0;
 };
 
 // One readdir entry handed to the adapter's callback.
@@ -198,6 +200,14 @@ class Filesystem {
   // (EIO after a lost conflict, EDQUOT, ...) is close's.
   absl::Status Flush(InodeId ino, uint64_t fh);
   absl::Status Fsync(InodeId ino, uint64_t fh, bool datasync);
+  // FUSE passthrough (DESIGN.md, "Node tier"): for read-only handle `fh`
+  // of `ino`, when this node stages no write of the inode and the version
+  // the handle opened is complete in the node tier, lends out that version's
+  // image (open, pinned against eviction) for the kernel to read directly.
+  // Such a handle then keeps reading the version it opened even after this
+  // node commits a newer one (as handles on other nodes do). NOT_FOUND when
+  // the handle does not qualify; EBADF for an unknown handle.
+  absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(InodeId ino, uint64_t fh);
   // The handle is gone. The last writer's release commits what is still
   // staged (errors are logged: nobody is left to tell); the last handle of an
   // unlinked file releases it on the server.

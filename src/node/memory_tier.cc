@@ -126,6 +126,12 @@ class MemoryTier final : public NodeTier {
     return "memory:" + ImageName(key);
   }
 
+  absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(const ContentKey& key,
+                                                         const ChunkMap&) override {
+    return absl::NotFoundError(fmt::format("{}: the memory tier has no image files",
+                                           ImageName(key)));
+  }
+
   absl::Status DropScope(const Scope& scope) override {
     std::lock_guard<std::mutex> lock(mu_);
     ErasePrefix(ScopePrefix(scope), std::nullopt);

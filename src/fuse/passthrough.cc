@@ -1,0 +1,235 @@
+#include "fuse/passthrough.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "fuse/passthrough_abi.h"
+
+namespace traincache::fuse {
+
+namespace {
+
+// Refusals that will not change for this mount (capability, kernel config,
+// stacking); others (EMFILE, ENOMEM) only cost the one open.
+bool Permanent(int err) {
+  return err == EPERM || err == EINVAL || err == ELOOP || err == EOPNOTSUPP || err == ENOTTY ||
+         err == ENOSYS;
+}
+
+}  // namespace
+
+Passthrough::Passthrough(bool wanted, std::string name)
+    : wanted_(wanted), name_(std::move(name)) {}
+
+Passthrough::~Passthrough() = default;
+
+ssize_t Passthrough::OnRead(int fd, void* buf, size_t len) {
+  ssize_t n = read(fd, buf, len);
+  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  const auto* in = static_cast<const fuse_in_header*>(buf);
+  if (in->opcode == abi::kOpcodeOpen) {
+    if (enabled_.load(std::memory_order_relaxed)) {
+      std::lock_guard lock(mu_);
+      open_uniques_.insert(in->unique);
+      open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
+    }
+  } else if (in->opcode == abi::kOpcodeInit &&
+             static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
+    fuse_init_in init;
+    std::memcpy(&init, static_cast<const char*>(buf) + sizeof(fuse_in_header), sizeof(init));
+    kernel_offers_ = (init.flags & FUSE_INIT_EXT) && (init.flags2 & abi::kFlags2Passthrough);
+    init_unique_ = in->unique;
+  }
+  return n;
+}
+
+ssize_t Passthrough::OnWritev(int fd, struct iovec* iov, int count) {
+  if (count < 1 || iov[0].iov_len != sizeof(fuse_out_header)) return writev(fd, iov, count);
+  const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
+  const uint64_t init = init_unique_.load();
+  if (init != 0 && out->unique == init) {
+    init_unique_ = 0;
+    return PatchInitReply(fd, iov, count);
+  }
+  if (open_uniques_size_.load(std::memory_order_relaxed) == 0) return writev(fd, iov, count);
+  fuse_open_out patched;
+  {
+    std::lock_guard lock(mu_);
+    // Every OPEN gets one reply (success or error): forget its unique here.
+    if (open_uniques_.erase(out->unique) == 0) return writev(fd, iov, count);
+    open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
+    if (out->error != 0 || count != 2 || iov[1].iov_len != sizeof(fuse_open_out)) {
+      return writev(fd, iov, count);
+    }
+    std::memcpy(&patched, iov[1].iov_base, sizeof(patched));
+    auto it = pending_.find(patched.fh);
+    if (it == pending_.end()) return writev(fd, iov, count);
+    const int32_t backing_id = it->second;
+    pending_.erase(it);
+    patched.open_flags |= abi::kOpenPassthrough;
+    std::memcpy(reinterpret_cast<char*>(&patched) + abi::kOpenOutBackingIdOffset, &backing_id,
+                sizeof(backing_id));
+  }
+  // The iovec array is this send's own; its data is libfuse's (const).
+  iov[1].iov_base = &patched;
+  return writev(fd, iov, count);
+}
+
+ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
+  const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
+  if (out->error != 0 || count != 2 || iov[1].iov_len != sizeof(fuse_init_out)) {
+    return writev(fd, iov, count);
+  }
+  fuse_init_out init;
+  std::memcpy(&init, iov[1].iov_base, sizeof(init));
+  if (!wanted_) return writev(fd, iov, count);
+  if (!kernel_offers_) {
+    spdlog::info("{}: the kernel offers no FUSE passthrough; reads are served by the daemon",
+                 name_);
+    return writev(fd, iov, count);
+  }
+  if (init.flags & FUSE_WRITEBACK_CACHE) {
+    spdlog::warn("{}: no FUSE passthrough with the writeback cache", name_);
+    return writev(fd, iov, count);
+  }
+  init.flags |= FUSE_INIT_EXT;
+  init.flags2 |= abi::kFlags2Passthrough;
+  const uint32_t max_stack_depth = 1;
+  std::memcpy(reinterpret_cast<char*>(&init) + abi::kInitOutMaxStackDepthOffset,
+              &max_stack_depth, sizeof(max_stack_depth));
+  iov[1].iov_base = &init;
+  ssize_t n = writev(fd, iov, count);
+  if (n >= 0) {
+    enabled_ = true;
+    spdlog::info("{}: FUSE passthrough on for files complete in the node tier", name_);
+  }
+  return n;
+}
+
+int Passthrough::OpenBacking(const ImageLease& lease) {
+  abi::BackingMap map{.fd = lease.fd(), .flags = 0, .padding = 0};
+  int id = ioctl(session_fd_, abi::kIocBackingOpen, &map);
+  if (id > 0) return id;
+  const int err = id < 0 ? errno : EINVAL;
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.refusals;
+  }
+  if (Permanent(err)) {
+    if (enabled_.exchange(false)) {
+      spdlog::warn("{}: the kernel refused a passthrough backing file ({}); reads are served by "
+                   "the daemon from now on",
+                   name_, std::strerror(err));
+    }
+  } else {
+    spdlog::warn("{}: cannot register a passthrough backing file: {}", name_, std::strerror(err));
+  }
+  return 0;
+}
+
+void Passthrough::CloseBacking(int backing_id) {
+  uint32_t id = static_cast<uint32_t>(backing_id);
+  if (ioctl(session_fd_, abi::kIocBackingClose, &id) != 0) {
+    spdlog::warn("{}: closing passthrough backing id {}: {}", name_, backing_id,
+                 std::strerror(errno));
+  }
+}
+
+void Passthrough::CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode) {
+  handles_[fh] = {ino, mode};
+  switch (mode) {
+    case Mode::kPassthrough:
+      ++m.passthrough_opens;
+      pending_[fh] = m.backing_id;
+      ++stats_.opens;
+      break;
+    case Mode::kDirect:
+      ++m.direct_opens;
+      ++stats_.direct_opens;
+      break;
+    case Mode::kCached:
+      ++m.cached_opens;
+      break;
+  }
+}
+
+Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version, bool read_only,
+                                    const LeaseFn& lease) {
+  std::unique_lock lock(mu_);
+  {
+    InodeMode& m = inodes_[ino];
+    if (m.passthrough_opens > 0) {
+      // The inode is in passthrough mode: join it, or stay out of the
+      // kernel's page cache (which it refuses meanwhile).
+      Mode mode = read_only && version == m.version ? Mode::kPassthrough : Mode::kDirect;
+      CountLocked(m, fh, ino, mode);
+      return mode;
+    }
+    if (!read_only || !lease || !enabled_.load() || m.cached_opens > 0 || m.direct_opens > 0) {
+      CountLocked(m, fh, ino, Mode::kCached);
+      return Mode::kCached;
+    }
+  }
+  // A new backing file. The lease may verify chunks: not under the lock.
+  lock.unlock();
+  absl::StatusOr<std::unique_ptr<ImageLease>> leased = lease();
+  const int id = leased.ok() ? OpenBacking(**leased) : 0;
+  lock.lock();
+  InodeMode& m = inodes_[ino];  // Re-found: a Release may have erased it meanwhile.
+  if (id > 0 && m.passthrough_opens == 0 && m.cached_opens == 0 && m.direct_opens == 0) {
+    m.backing_id = id;
+    m.version = version;
+    m.lease = *std::move(leased);
+    ++stats_.backing_files;
+    CountLocked(m, fh, ino, Mode::kPassthrough);
+    return Mode::kPassthrough;
+  }
+  if (id > 0) CloseBacking(id);  // Another open got there first.
+  Mode mode = m.passthrough_opens == 0                            ? Mode::kCached
+              : read_only && version == m.version ? Mode::kPassthrough
+                                                  : Mode::kDirect;
+  CountLocked(m, fh, ino, mode);
+  return mode;
+}
+
+void Passthrough::Release(uint64_t ino, uint64_t fh) {
+  std::unique_ptr<ImageLease> lease;  // Given back outside the lock.
+  std::lock_guard lock(mu_);
+  pending_.erase(fh);
+  auto h = handles_.find(fh);
+  if (h == handles_.end()) return;
+  const Mode mode = h->second.second;
+  handles_.erase(h);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  InodeMode& m = it->second;
+  switch (mode) {
+    case Mode::kPassthrough:
+      if (--m.passthrough_opens == 0) {
+        CloseBacking(m.backing_id);
+        m.backing_id = 0;
+        lease = std::move(m.lease);
+      }
+      break;
+    case Mode::kDirect:
+      --m.direct_opens;
+      break;
+    case Mode::kCached:
+      --m.cached_opens;
+      break;
+  }
+  if (m.passthrough_opens == 0 && m.cached_opens == 0 && m.direct_opens == 0) inodes_.erase(it);
+}
+
+PassthroughStats Passthrough::Stats() const {
+  std::lock_guard lock(mu_);
+  PassthroughStats s = stats_;
+  s.enabled = enabled_.load();
+  return s;
+}
+
+}  // namespace traincache::fuse

@@ -1,0 +1,119 @@
+// Passthrough: FUSE passthrough for one mount (DESIGN.md, "Node tier"): an
+// open of a file whose content is complete in the node tier is answered with
+// the tier image as the kernel's backing file, so its reads and mmap run in
+// the kernel at the speed of the tier's disk, with no daemon round trip.
+//
+// libfuse 3.14 has no API for it, so this class sits under the session as its
+// custom I/O (fuse_session_custom_io on the session's /dev/fuse descriptor):
+// OnRead sees every request, OnWritev every reply. It asks for passthrough in
+// the INIT reply (when wanted and the kernel offers it) and patches the OPEN
+// replies of the handles Open chose for passthrough (passthrough_abi.h).
+//
+// The kernel keeps one I/O mode per inode: while any open file of an inode
+// uses passthrough (all with the same backing file), a page-cached open of it
+// fails (EIO), and the other way round. So Open decides per inode:
+//  - passthrough, when the open is read-only and qualifies (the `lease`
+//    callback lends the image) and no cached open of the inode is live — or
+//    when passthrough opens of the same version are live (same backing id);
+//  - direct I/O (FOPEN_DIRECT_IO: served by the daemon, no page cache, which
+//    does not touch the inode's mode) when passthrough opens of the inode
+//    are live but this open cannot join them (a writer, another version);
+//  - the page cache otherwise, as without passthrough.
+// The kernel leaves an open file's mode before it sends the RELEASE, so
+// counting opens from our replies to the RELEASEs is never behind it.
+// Where the kernel refuses (no FUSE_PASSTHROUGH offered at INIT, or the
+// backing registration fails: no CAP_SYS_ADMIN, a backing file it cannot
+// stack on) the mount serves every read itself; the first refusal is logged.
+//
+// Thread-safe (the session loop is multi-threaded).
+#ifndef TRAINCACHE_FUSE_PASSTHROUGH_H_
+#define TRAINCACHE_FUSE_PASSTHROUGH_H_
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "absl/status/statusor.h"
+#include "traincache/node_tier.h"
+
+namespace traincache::fuse {
+
+struct PassthroughStats {
+  bool enabled = false;         // negotiated at INIT and not refused since
+  uint64_t opens = 0;           // opens answered with passthrough
+  uint64_t backing_files = 0;   // backing files registered with the kernel
+  uint64_t direct_opens = 0;    // opens served with direct I/O (mode conflict)
+  uint64_t refusals = 0;        // backing registrations the kernel refused
+};
+
+class Passthrough {
+ public:
+  enum class Mode { kCached, kPassthrough, kDirect };
+  using LeaseFn = std::function<absl::StatusOr<std::unique_ptr<ImageLease>>()>;
+
+  // `wanted`: ask the kernel for passthrough at INIT. `name` is for logs.
+  Passthrough(bool wanted, std::string name);
+  ~Passthrough();
+  Passthrough(const Passthrough&) = delete;
+  Passthrough& operator=(const Passthrough&) = delete;
+
+  // Sets the /dev/fuse descriptor (before the session loop starts).
+  void set_session_fd(int fd) { session_fd_ = fd; }
+
+  // How open `fh` of `ino` (content `version`) is served; remembered until
+  // Release(ino, fh). `lease` is called (at most once) when a new backing
+  // file is needed. Opens that create or write pass read_only = false.
+  Mode Open(uint64_t ino, uint64_t fh, uint64_t version, bool read_only, const LeaseFn& lease);
+  // The kernel released open `fh`: the last passthrough open of an inode
+  // frees its backing id and gives the image back to the tier.
+  void Release(uint64_t ino, uint64_t fh);
+
+  PassthroughStats Stats() const;
+
+  // The session's I/O (same contract as read(2) and writev(2)).
+  ssize_t OnRead(int fd, void* buf, size_t len);
+  ssize_t OnWritev(int fd, struct iovec* iov, int count);
+
+ private:
+  struct InodeMode {
+    int passthrough_opens = 0;
+    int cached_opens = 0;
+    int direct_opens = 0;
+    uint64_t version = 0;  // of the backing file
+    int backing_id = 0;    // 0: none
+    std::unique_ptr<ImageLease> lease;
+  };
+
+  // Registers `lease`'s image; the backing id, or 0 after a refusal (logged
+  // once; passthrough is then off for this mount).
+  int OpenBacking(const ImageLease& lease);
+  void CloseBacking(int backing_id);
+  void CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode);
+  ssize_t PatchInitReply(int fd, struct iovec* iov, int count);
+
+  const bool wanted_;
+  const std::string name_;
+  int session_fd_ = -1;
+  std::atomic<bool> enabled_{false};  // passthrough negotiated and not refused
+  std::atomic<uint64_t> init_unique_{0};
+  std::atomic<bool> kernel_offers_{false};
+
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, InodeMode> inodes_;                    // guarded by mu_
+  std::unordered_map<uint64_t, std::pair<uint64_t, Mode>> handles_;  // fh -> (ino, mode)
+  std::unordered_map<uint64_t, int> pending_;        // fh -> backing id, until its reply
+  std::unordered_set<uint64_t> open_uniques_;        // OPEN requests not yet answered
+  std::atomic<size_t> open_uniques_size_{0};
+  PassthroughStats stats_;                           // guarded by mu_
+};
+
+}  // namespace traincache::fuse
+
+#endif  // TRAINCACHE_FUSE_PASSTHROUGH_H_
