@@ -31,7 +31,7 @@ ssize_t Passthrough::OnRead(int fd, void* buf, size_t len) {
   ssize_t n = read(fd, buf, len);
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
   const auto* in = static_cast<const fuse_in_header*>(buf);
-  if (in->opcode == abi::kOpcodeOpen) {
+  if (in->opcode == abi::kOpcodeOpen || in->opcode == abi::kOpcodeCreate) {
     if (enabled_.load(std::memory_order_relaxed)) {
       std::lock_guard lock(mu_);
       open_uniques_.insert(in->unique);
@@ -56,26 +56,33 @@ ssize_t Passthrough::OnWritev(int fd, struct iovec* iov, int count) {
     return PatchInitReply(fd, iov, count);
   }
   if (open_uniques_size_.load(std::memory_order_relaxed) == 0) return writev(fd, iov, count);
-  fuse_open_out patched;
+  // An OPEN reply is a fuse_open_out; a CREATE reply a fuse_entry_out and
+  // then a fuse_open_out, in one buffer.
+  char patched[sizeof(fuse_entry_out) + sizeof(fuse_open_out)];
   {
     std::lock_guard lock(mu_);
-    // Every OPEN gets one reply (success or error): forget its unique here.
+    // Every OPEN or CREATE gets one reply (success or error): forget its
+    // unique here.
     if (open_uniques_.erase(out->unique) == 0) return writev(fd, iov, count);
     open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
-    if (out->error != 0 || count != 2 || iov[1].iov_len != sizeof(fuse_open_out)) {
+    const size_t len = count == 2 ? iov[1].iov_len : 0;
+    if (out->error != 0 || (len != sizeof(fuse_open_out) && len != sizeof(patched))) {
       return writev(fd, iov, count);
     }
-    std::memcpy(&patched, iov[1].iov_base, sizeof(patched));
-    auto it = pending_.find(patched.fh);
+    std::memcpy(patched, iov[1].iov_base, len);
+    fuse_open_out open_out;
+    char* at = patched + len - sizeof(fuse_open_out);
+    std::memcpy(&open_out, at, sizeof(open_out));
+    auto it = pending_.find(open_out.fh);
     if (it == pending_.end()) return writev(fd, iov, count);
     const int32_t backing_id = it->second;
     pending_.erase(it);
-    patched.open_flags |= abi::kOpenPassthrough;
-    std::memcpy(reinterpret_cast<char*>(&patched) + abi::kOpenOutBackingIdOffset, &backing_id,
-                sizeof(backing_id));
+    open_out.open_flags |= abi::kOpenPassthrough;
+    std::memcpy(&open_out.padding, &backing_id, sizeof(backing_id));
+    std::memcpy(at, &open_out, sizeof(open_out));
   }
   // The iovec array is this send's own; its data is libfuse's (const).
-  iov[1].iov_base = &patched;
+  iov[1].iov_base = patched;
   return writev(fd, iov, count);
 }
 
@@ -149,6 +156,7 @@ void Passthrough::CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode
       break;
     case Mode::kDirect:
       ++m.direct_opens;
+      pending_[fh] = m.backing_id;
       ++stats_.direct_opens;
       break;
     case Mode::kCached:
@@ -162,14 +170,15 @@ Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version,
   std::unique_lock lock(mu_);
   {
     InodeMode& m = inodes_[ino];
-    if (m.passthrough_opens > 0) {
-      // The inode is in passthrough mode: join it, or stay out of the
-      // kernel's page cache (which it refuses meanwhile).
+    if (m.backing_id != 0) {
+      // The inode is in passthrough mode: every open of it must name its
+      // backing file (the kernel answers EIO otherwise); one that cannot
+      // read it adds direct I/O, which the kernel serves from the daemon.
       Mode mode = read_only && version == m.version ? Mode::kPassthrough : Mode::kDirect;
       CountLocked(m, fh, ino, mode);
       return mode;
     }
-    if (!read_only || !lease || !enabled_.load() || m.cached_opens > 0 || m.direct_opens > 0) {
+    if (!read_only || !lease || !enabled_.load() || m.cached_opens > 0) {
       CountLocked(m, fh, ino, Mode::kCached);
       return Mode::kCached;
     }
@@ -180,7 +189,7 @@ Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version,
   const int id = leased.ok() ? OpenBacking(**leased) : 0;
   lock.lock();
   InodeMode& m = inodes_[ino];  // Re-found: a Release may have erased it meanwhile.
-  if (id > 0 && m.passthrough_opens == 0 && m.cached_opens == 0 && m.direct_opens == 0) {
+  if (id > 0 && m.backing_id == 0 && m.cached_opens == 0) {
     m.backing_id = id;
     m.version = version;
     m.lease = *std::move(leased);
@@ -189,7 +198,7 @@ Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version,
     return Mode::kPassthrough;
   }
   if (id > 0) CloseBacking(id);  // Another open got there first.
-  Mode mode = m.passthrough_opens == 0                            ? Mode::kCached
+  Mode mode = m.backing_id == 0                       ? Mode::kCached
               : read_only && version == m.version ? Mode::kPassthrough
                                                   : Mode::kDirect;
   CountLocked(m, fh, ino, mode);
@@ -209,11 +218,7 @@ void Passthrough::Release(uint64_t ino, uint64_t fh) {
   InodeMode& m = it->second;
   switch (mode) {
     case Mode::kPassthrough:
-      if (--m.passthrough_opens == 0) {
-        CloseBacking(m.backing_id);
-        m.backing_id = 0;
-        lease = std::move(m.lease);
-      }
+      --m.passthrough_opens;
       break;
     case Mode::kDirect:
       --m.direct_opens;
@@ -221,6 +226,11 @@ void Passthrough::Release(uint64_t ino, uint64_t fh) {
     case Mode::kCached:
       --m.cached_opens;
       break;
+  }
+  if (m.backing_id != 0 && m.passthrough_opens == 0 && m.direct_opens == 0) {
+    CloseBacking(m.backing_id);
+    m.backing_id = 0;
+    lease = std::move(m.lease);
   }
   if (m.passthrough_opens == 0 && m.cached_opens == 0 && m.direct_opens == 0) inodes_.erase(it);
 }

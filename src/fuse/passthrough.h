@@ -10,14 +10,20 @@
 // replies of the handles Open chose for passthrough (passthrough_abi.h).
 //
 // The kernel keeps one I/O mode per inode: while any open file of an inode
-// uses passthrough (all with the same backing file), a page-cached open of it
-// fails (EIO), and the other way round. So Open decides per inode:
+// uses passthrough, every new open of it must name the same backing file
+// (FOPEN_PASSTHROUGH) and a page-cached open fails with EIO, and the other way
+// round. So Open decides per inode:
 //  - passthrough, when the open is read-only and qualifies (the `lease`
-//    callback lends the image) and no cached open of the inode is live — or
-//    when passthrough opens of the same version are live (same backing id);
-//  - direct I/O (FOPEN_DIRECT_IO: served by the daemon, no page cache, which
-//    does not touch the inode's mode) when passthrough opens of the inode
-//    are live but this open cannot join them (a writer, another version);
+//    callback lends the image) and no page-cached open of the inode is live,
+//    or when the inode is in passthrough mode at the same version;
+//  - direct I/O (FOPEN_PASSTHROUGH | FOPEN_DIRECT_IO: reads and writes go to
+//    the daemon, which serves the version the handle opened) when the inode
+//    is in passthrough mode but this open cannot read that image (a writer,
+//    another version). Only mmap of such an open maps the kernel's backing
+//    file, the older version: an in-place overwrite seen on a node that still
+//    reads the old version through passthrough is read() right, not mmap()'d
+//    right, until the old version's last file is closed (a replace by rename
+//    is a new inode and has no such window);
 //  - the page cache otherwise, as without passthrough.
 // The kernel leaves an open file's mode before it sends the RELEASE, so
 // counting opens from our replies to the RELEASEs is never behind it.

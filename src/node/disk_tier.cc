@@ -376,7 +376,17 @@ class DiskTier final : public NodeTier {
 
   absl::Status DropScope(const Scope& scope) override {
     std::lock_guard<std::mutex> lock(mu_);
-    DropPrefixLocked(ScopePrefix(scope), "");
+    // A deleted scope's bytes must not outlive it in a file the kernel still
+    // holds open (a passthrough backing file): emptied first, then unlinked.
+    const std::string prefix = ScopePrefix(scope);
+    for (auto it = images_.lower_bound(prefix);
+         it != images_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      if (it->second->pins > 0 && truncate(ImagePathOf(it->first).c_str(), 0) != 0 &&
+          errno != ENOENT) {
+        spdlog::warn("node tier: emptying {}: {}", ImagePathOf(it->first), std::strerror(errno));
+      }
+    }
+    DropPrefixLocked(prefix, "");
     // Also whatever the index does not know (leftovers of a crash).
     std::error_code ec;
     fs::path dir = fs::path(options_.dir) / std::string(scope.kind_name()) / scope.id();

@@ -396,10 +396,10 @@ TEST_F(ClusterTest, DeleteProjectLeavesNothingAnywhere) {
   EXPECT_TRUE(Eventually([&] { return FilesUnder(tier1) == 0 && FilesUnder(tier2) == 0; }));
   EXPECT_THAT(ReadFile(m1 + "/weights.bin"), HasSubstr("<errno"));
   EXPECT_THAT(ReadFile(m2 + "/weights.bin"), HasSubstr("<errno"));
+  // A file open before the deletion reads an error (served by the daemon)
+  // or nothing (read by the kernel from an emptied passthrough image).
   std::string buf(4096, '\0');
-  errno = 0;
-  EXPECT_EQ(pread(held, buf.data(), buf.size(), 0), -1);
-  EXPECT_NE(errno, 0);
+  EXPECT_LE(pread(held, buf.data(), buf.size(), 0), 0);
   close(held);
   struct stat st;
   EXPECT_NE(stat((m1 + "/weights.bin").c_str(), &st), 0);

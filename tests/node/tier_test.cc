@@ -281,6 +281,60 @@ TEST_F(DiskTierTest, ImagePathIsKindScopeInodeVersion) {
             dir_.path() + "/tier/team/t1/42.7.img");
 }
 
+// Passthrough: a complete image is lent out open and pinned.
+TEST_F(DiskTierTest, LeasedImagesReadAsTheFileAndAreNotEvicted) {
+  Open(4 * kChunk);
+  Content c = MakeContent(scope_, 2, 1, 2 * kChunk - 9, 1);
+  ASSERT_OK(tier_->Store(c.key, c.map, 0, c.Chunk(0)));
+  EXPECT_CODE(tier_->LeaseImage(c.key, c.map), absl::StatusCode::kNotFound);  // Incomplete.
+  ASSERT_OK(tier_->Store(c.key, c.map, 1, c.Chunk(1)));
+  absl::StatusOr<std::unique_ptr<ImageLease>> lease = tier_->LeaseImage(c.key, c.map);
+  ASSERT_OK(lease);
+  // The image is the file: same size, same bytes.
+  std::string bytes(c.bytes.size() + 10, '\0');
+  ssize_t n = pread((*lease)->fd(), bytes.data(), bytes.size(), 0);
+  ASSERT_EQ(n, static_cast<ssize_t>(c.bytes.size()));
+  bytes.resize(static_cast<size_t>(n));
+  EXPECT_TRUE(bytes == c.bytes);
+
+  // Two more images of two chunks each do not fit: they evict each other,
+  // never the leased one.
+  Content d = MakeContent(scope_, 3, 1, 2 * kChunk, 2);
+  Content e = MakeContent(scope_, 4, 1, 2 * kChunk, 3);
+  StoreAll(d);
+  StoreAll(e);
+  EXPECT_GT(tier_->Stats().evicted_bytes, 0u);
+  EXPECT_TRUE(tier_->Complete(c.key, c.map));
+  EXPECT_FALSE(tier_->Complete(d.key, d.map));
+  // Given back: the next pressure may evict it.
+  lease->reset();
+  StoreAll(d);
+  EXPECT_FALSE(tier_->Complete(c.key, c.map));
+}
+
+TEST_F(DiskTierTest, ALeasedImageDroppedAsSupersededStillReadsThroughTheLease) {
+  Content c = MakeContent(scope_, 2, 1, kChunk + 1, 1);
+  StoreAll(c);
+  absl::StatusOr<std::unique_ptr<ImageLease>> lease = tier_->LeaseImage(c.key, c.map);
+  ASSERT_OK(lease);
+  ASSERT_OK(tier_->DropOtherVersions(scope_, 2, /*keep_version=*/2));
+  EXPECT_FALSE(std::filesystem::exists(tier_->ImagePath(c.key)));
+  std::string bytes(c.bytes.size(), '\0');
+  ASSERT_EQ(pread((*lease)->fd(), bytes.data(), bytes.size(), 0),
+            static_cast<ssize_t>(c.bytes.size()));
+  EXPECT_TRUE(bytes == c.bytes);
+  lease->reset();
+  EXPECT_EQ(tier_->Stats().images, 0u);
+}
+
+TEST_F(DiskTierTest, NoLeaseForAFileOfHolesOnly) {
+  Content c = MakeContent(scope_, 2, 1, kChunk, 1);
+  ChunkMap holes = c.map;
+  holes.chunks[0].id.reset();
+  EXPECT_TRUE(tier_->Complete(c.key, holes));
+  EXPECT_CODE(tier_->LeaseImage(c.key, holes), absl::StatusCode::kNotFound);
+}
+
 TEST_F(DiskTierTest, RestartsWarm) {
   Content c = MakeContent(scope_, 2, 1, 3 * kChunk - 5, 1);
   StoreAll(c);

@@ -95,7 +95,7 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
   scopes_ = scopes;
   std::vector<std::string> argv = {NodeBinary(),     "--server",      server_,
                                    "--token-file",   token_file_,     "--mount-root",
-                                   dir_ + "/mnt",    "--tier-dir",    dir_ + "/tier",
+                                   dir_ + "/mnt",    "--tier-dir",    tier_dir_.empty() ? dir_ + "/tier" : tier_dir_,
                                    "--staging-dir",  dir_ + "/staging",
                                    "--admin-socket", AdminSocket()};
   for (const Scope& s : scopes) {

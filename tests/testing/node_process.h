@@ -37,6 +37,8 @@ class NodeProcess {
   int Stop();
   void Kill();  // SIGKILL, then lazy-unmount what it left.
 
+  // The node tier folder (default <dir>/tier); takes effect at Start.
+  void set_tier_dir(std::string dir) { tier_dir_ = std::move(dir); }
   // Where `scope` is mounted on this node.
   std::string MountPoint(const Scope& scope) const;
   const std::string& log_file() const { return log_; }
@@ -50,6 +52,7 @@ class NodeProcess {
   void UnmountLeftovers();
 
   std::string dir_, server_, token_file_, log_;
+  std::string tier_dir_;  // empty: <dir>/tier
   std::vector<Scope> scopes_;
   pid_t pid_ = -1;
 };
