@@ -32,7 +32,9 @@ ssize_t Passthrough::OnRead(int fd, void* buf, size_t len) {
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
   const auto* in = static_cast<const fuse_in_header*>(buf);
   if (in->opcode == abi::kOpcodeOpen || in->opcode == abi::kOpcodeCreate) {
-    if (enabled_.load(std::memory_order_relaxed)) {
+    // Once negotiated, always: inodes keep their backing files after a
+    // later refusal turned new ones off, and their opens must name them.
+    if (negotiated_.load(std::memory_order_relaxed)) {
       std::lock_guard lock(mu_);
       open_uniques_.insert(in->unique);
       open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
@@ -111,6 +113,7 @@ ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
   iov[1].iov_base = &init;
   ssize_t n = writev(fd, iov, count);
   if (n >= 0) {
+    negotiated_ = true;
     enabled_ = true;
     spdlog::info("{}: FUSE passthrough on for files complete in the node tier", name_);
   }

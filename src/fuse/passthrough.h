@@ -107,7 +107,8 @@ class Passthrough {
   const bool wanted_;
   const std::string name_;
   int session_fd_ = -1;
-  std::atomic<bool> enabled_{false};  // passthrough negotiated and not refused
+  std::atomic<bool> negotiated_{false};  // the INIT reply asked for passthrough
+  std::atomic<bool> enabled_{false};     // negotiated and not refused since
   std::atomic<uint64_t> init_unique_{0};
   std::atomic<bool> kernel_offers_{false};
 
