@@ -54,7 +54,7 @@ struct TierStats {
 class ImageLease {
  public:
   virtual ~ImageLease() = default;
-  // The image, open read-only (owned by the lease).
+  // The image, open (owned by the lease).
   virtual int fd() const = 0;
 };
 
@@ -88,13 +88,19 @@ class NodeTier {
   // The image file of `key` (it may not exist or be partial).
   virtual std::string ImagePath(const ContentKey& key) const = 0;
   // For FUSE passthrough: if `key` is complete (as Complete) and has an image
-  // file, opens the image read-only and pins it — it is not evicted (nor its
-  // chunks dropped) while the lease lives, though DropScope and
-  // DropOtherVersions still unlink it (the kernel's open file keeps its
-  // bytes). NOT_FOUND if it is incomplete or has no image file (a file of
-  // holes only); INTERNAL naming the path if the open fails.
+  // file, opens the image and pins it: it is not evicted while the lease
+  // lives. DropOtherVersions still unlinks it (the lease's open file keeps
+  // its bytes for the readers of that version); DropScope empties it too, so
+  // nothing of a deleted scope stays readable. NOT_FOUND if it is incomplete
+  // or has no image file (a file of holes only); INTERNAL naming the path if
+  // the open fails.
   virtual absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(const ContentKey& key,
                                                                  const ChunkMap& map) = 0;
+  // The image of `key` may have been changed from outside (a writer's
+  // shared mmap of a passthrough backing file): its chunks are verified
+  // again before they are read or the image is lent out; a chunk that no
+  // longer matches its id is dropped and fetched again. No-op if absent.
+  virtual void Distrust(const ContentKey& key) = 0;
   // Drops every image of `scope` (the scope was deleted).
   virtual absl::Status DropScope(const Scope& scope) = 0;
   // Drops images of `ino` whose version is not `keep_version` (superseded).

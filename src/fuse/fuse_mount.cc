@@ -192,8 +192,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->fh = opened->fh;
   fi->keep_cache = opened->keep_cache;
   if (Passthrough* pt = MountOf(req).passthrough()) {
-    const bool read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
-    Passthrough::Mode mode = pt->Open(ino, fi->fh, opened->version, read_only, [&] {
+    const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+    const bool fixed = !writable && Fs(req).ReadsFixedVersion(ino, fi->fh);
+    Passthrough::Mode mode = pt->Open(ino, fi->fh, opened->version, fixed, writable, [&] {
       return Fs(req).LeaseImage(ino, fi->fh);
     });
     // The kernel refuses FOPEN_KEEP_CACHE with passthrough (it has no page
@@ -220,7 +221,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   if (!created.ok()) return ReplyErr(req, created.status());
   fi->fh = created->fh;
   if (Passthrough* pt = MountOf(req).passthrough()) {
-    if (pt->Open(created->attr.ino, fi->fh, 0, /*read_only=*/false, nullptr) ==
+    if (pt->Open(created->attr.ino, fi->fh, 0, /*fixed=*/false, /*writable=*/true, nullptr) ==
         Passthrough::Mode::kDirect) {
       fi->direct_io = 1;
     }
@@ -252,7 +253,11 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The last close of an open file drops its flock lock.
   if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->fh, fi->fh);
   Fs(req).Release(ino, fi->fh);
-  if (Passthrough* pt = MountOf(req).passthrough()) pt->Release(ino, fi->fh);
+  if (Passthrough* pt = MountOf(req).passthrough()) {
+    if (std::optional<uint64_t> version = pt->Release(ino, fi->fh)) {
+      Fs(req).DistrustImage(ino, *version);
+    }
+  }
   fuse_reply_err(req, 0);
 }
 

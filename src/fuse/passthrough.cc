@@ -59,33 +59,37 @@ ssize_t Passthrough::OnWritev(int fd, struct iovec* iov, int count) {
   }
   if (open_uniques_size_.load(std::memory_order_relaxed) == 0) return writev(fd, iov, count);
   // An OPEN reply is a fuse_open_out; a CREATE reply a fuse_entry_out and
-  // then a fuse_open_out, in one buffer.
+  // then a fuse_open_out, in one buffer. Decided under the lock, written
+  // after it (a write to /dev/fuse may wait on the kernel).
   char patched[sizeof(fuse_entry_out) + sizeof(fuse_open_out)];
-  {
-    std::lock_guard lock(mu_);
-    // Every OPEN or CREATE gets one reply (success or error): forget its
-    // unique here.
-    if (open_uniques_.erase(out->unique) == 0) return writev(fd, iov, count);
-    open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
-    const size_t len = count == 2 ? iov[1].iov_len : 0;
-    if (out->error != 0 || (len != sizeof(fuse_open_out) && len != sizeof(patched))) {
-      return writev(fd, iov, count);
-    }
-    std::memcpy(patched, iov[1].iov_base, len);
-    fuse_open_out open_out;
-    char* at = patched + len - sizeof(fuse_open_out);
-    std::memcpy(&open_out, at, sizeof(open_out));
-    auto it = pending_.find(open_out.fh);
-    if (it == pending_.end()) return writev(fd, iov, count);
-    const int32_t backing_id = it->second;
-    pending_.erase(it);
-    open_out.open_flags |= abi::kOpenPassthrough;
-    std::memcpy(&open_out.padding, &backing_id, sizeof(backing_id));
-    std::memcpy(at, &open_out, sizeof(open_out));
-  }
-  // The iovec array is this send's own; its data is libfuse's (const).
-  iov[1].iov_base = patched;
+  if (PatchOpenReply(*out, iov, count, patched)) iov[1].iov_base = patched;
   return writev(fd, iov, count);
+}
+
+bool Passthrough::PatchOpenReply(const fuse_out_header& out, const struct iovec* iov, int count,
+                                 char* patched) {
+  std::lock_guard lock(mu_);
+  // Every OPEN or CREATE gets one reply (success or error): forget its
+  // unique here.
+  if (open_uniques_.erase(out.unique) == 0) return false;
+  open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
+  const size_t len = count == 2 ? iov[1].iov_len : 0;
+  const size_t create_len = sizeof(fuse_entry_out) + sizeof(fuse_open_out);
+  if (out.error != 0 || (len != sizeof(fuse_open_out) && len != create_len)) return false;
+  std::memcpy(patched, iov[1].iov_base, len);
+  char* at = patched + len - sizeof(fuse_open_out);
+  uint64_t fh;
+  uint32_t open_flags;
+  std::memcpy(&fh, at + offsetof(fuse_open_out, fh), sizeof(fh));
+  auto it = pending_.find(fh);
+  if (it == pending_.end()) return false;
+  const int32_t backing_id = it->second;
+  pending_.erase(it);
+  std::memcpy(&open_flags, at + offsetof(fuse_open_out, open_flags), sizeof(open_flags));
+  open_flags |= abi::kOpenPassthrough;
+  std::memcpy(at + offsetof(fuse_open_out, open_flags), &open_flags, sizeof(open_flags));
+  std::memcpy(at + abi::kOpenOutBackingIdOffset, &backing_id, sizeof(backing_id));
+  return true;
 }
 
 ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
@@ -111,10 +115,14 @@ ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
   std::memcpy(reinterpret_cast<char*>(&init) + abi::kInitOutMaxStackDepthOffset,
               &max_stack_depth, sizeof(max_stack_depth));
   iov[1].iov_base = &init;
+  // Before the write: the kernel lets opens in while it handles the reply,
+  // and their OPENs must already be tracked.
+  negotiated_ = true;
+  enabled_ = true;
   ssize_t n = writev(fd, iov, count);
-  if (n >= 0) {
-    negotiated_ = true;
-    enabled_ = true;
+  if (n < 0) {
+    enabled_ = false;
+  } else {
     spdlog::info("{}: FUSE passthrough on for files complete in the node tier", name_);
   }
   return n;
@@ -149,8 +157,9 @@ void Passthrough::CloseBacking(int backing_id) {
   }
 }
 
-void Passthrough::CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode) {
-  handles_[fh] = {ino, mode};
+void Passthrough::CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode,
+                              bool writable) {
+  handles_[fh] = HandleMode{.ino = ino, .mode = mode, .writable = writable};
   switch (mode) {
     case Mode::kPassthrough:
       ++m.passthrough_opens;
@@ -168,8 +177,8 @@ void Passthrough::CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode
   }
 }
 
-Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version, bool read_only,
-                                    const LeaseFn& lease) {
+Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version, bool fixed,
+                                    bool writable, const LeaseFn& lease) {
   std::unique_lock lock(mu_);
   {
     InodeMode& m = inodes_[ino];
@@ -177,12 +186,12 @@ Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version,
       // The inode is in passthrough mode: every open of it must name its
       // backing file (the kernel answers EIO otherwise); one that cannot
       // read it adds direct I/O, which the kernel serves from the daemon.
-      Mode mode = read_only && version == m.version ? Mode::kPassthrough : Mode::kDirect;
-      CountLocked(m, fh, ino, mode);
+      Mode mode = fixed && version == m.version ? Mode::kPassthrough : Mode::kDirect;
+      CountLocked(m, fh, ino, mode, writable);
       return mode;
     }
-    if (!read_only || !lease || !enabled_.load() || m.cached_opens > 0) {
-      CountLocked(m, fh, ino, Mode::kCached);
+    if (!fixed || !lease || !enabled_.load() || m.cached_opens > 0) {
+      CountLocked(m, fh, ino, Mode::kCached, writable);
       return Mode::kCached;
     }
   }
@@ -197,34 +206,37 @@ Passthrough::Mode Passthrough::Open(uint64_t ino, uint64_t fh, uint64_t version,
     m.version = version;
     m.lease = *std::move(leased);
     ++stats_.backing_files;
-    CountLocked(m, fh, ino, Mode::kPassthrough);
+    CountLocked(m, fh, ino, Mode::kPassthrough, writable);
     return Mode::kPassthrough;
   }
   if (id > 0) CloseBacking(id);  // Another open got there first.
-  Mode mode = m.backing_id == 0                       ? Mode::kCached
-              : read_only && version == m.version ? Mode::kPassthrough
-                                                  : Mode::kDirect;
-  CountLocked(m, fh, ino, mode);
+  Mode mode = m.backing_id == 0                   ? Mode::kCached
+              : fixed && version == m.version ? Mode::kPassthrough
+                                              : Mode::kDirect;
+  CountLocked(m, fh, ino, mode, writable);
+  lock.unlock();  // `leased`, if unused, goes back to the tier outside the lock.
   return mode;
 }
 
-void Passthrough::Release(uint64_t ino, uint64_t fh) {
+std::optional<uint64_t> Passthrough::Release(uint64_t ino, uint64_t fh) {
   std::unique_ptr<ImageLease> lease;  // Given back outside the lock.
   std::lock_guard lock(mu_);
   pending_.erase(fh);
   auto h = handles_.find(fh);
-  if (h == handles_.end()) return;
-  const Mode mode = h->second.second;
+  if (h == handles_.end()) return std::nullopt;
+  const HandleMode handle = h->second;
   handles_.erase(h);
   auto it = inodes_.find(ino);
-  if (it == inodes_.end()) return;
+  if (it == inodes_.end()) return std::nullopt;
   InodeMode& m = it->second;
-  switch (mode) {
+  std::optional<uint64_t> written;
+  switch (handle.mode) {
     case Mode::kPassthrough:
       --m.passthrough_opens;
       break;
     case Mode::kDirect:
       --m.direct_opens;
+      if (handle.writable) written = m.version;
       break;
     case Mode::kCached:
       --m.cached_opens;
@@ -236,6 +248,7 @@ void Passthrough::Release(uint64_t ino, uint64_t fh) {
     lease = std::move(m.lease);
   }
   if (m.passthrough_opens == 0 && m.cached_opens == 0 && m.direct_opens == 0) inodes_.erase(it);
+  return written;
 }
 
 PassthroughStats Passthrough::Stats() const {

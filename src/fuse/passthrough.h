@@ -35,6 +35,7 @@
 #ifndef TRAINCACHE_FUSE_PASSTHROUGH_H_
 #define TRAINCACHE_FUSE_PASSTHROUGH_H_
 
+#include <linux/fuse.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -42,6 +43,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -74,12 +76,17 @@ class Passthrough {
   void set_session_fd(int fd) { session_fd_ = fd; }
 
   // How open `fh` of `ino` (content `version`) is served; remembered until
-  // Release(ino, fh). `lease` is called (at most once) when a new backing
-  // file is needed. Opens that create or write pass read_only = false.
-  Mode Open(uint64_t ino, uint64_t fh, uint64_t version, bool read_only, const LeaseFn& lease);
+  // Release(ino, fh). `fixed`: the handle is read-only and reads the version
+  // it opened (Filesystem::ReadsFixedVersion), so it may read an image.
+  // `lease` is called (at most once) when a new backing file is needed.
+  Mode Open(uint64_t ino, uint64_t fh, uint64_t version, bool fixed, bool writable,
+            const LeaseFn& lease);
   // The kernel released open `fh`: the last passthrough open of an inode
-  // frees its backing id and gives the image back to the tier.
-  void Release(uint64_t ino, uint64_t fh);
+  // frees its backing id and gives the image back to the tier. Returns the
+  // backing file's version if `fh` was a writer given direct I/O on it: the
+  // kernel opened the image writable for it, and a shared writable mmap
+  // writes into the image, so the caller has the tier re-verify it.
+  std::optional<uint64_t> Release(uint64_t ino, uint64_t fh);
 
   PassthroughStats Stats() const;
 
@@ -101,8 +108,13 @@ class Passthrough {
   // once; passthrough is then off for this mount).
   int OpenBacking(const ImageLease& lease);
   void CloseBacking(int backing_id);
-  void CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode);
+  void CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode, bool writable);
   ssize_t PatchInitReply(int fd, struct iovec* iov, int count);
+  // If `out` answers a tracked OPEN or CREATE of a handle that names a
+  // backing file, copies the payload into `patched` with FOPEN_PASSTHROUGH
+  // and the backing id set, and returns true.
+  bool PatchOpenReply(const fuse_out_header& out, const struct iovec* iov, int count,
+                      char* patched);
 
   const bool wanted_;
   const std::string name_;
@@ -114,7 +126,12 @@ class Passthrough {
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, InodeMode> inodes_;                    // guarded by mu_
-  std::unordered_map<uint64_t, std::pair<uint64_t, Mode>> handles_;  // fh -> (ino, mode)
+  struct HandleMode {
+    uint64_t ino = 0;
+    Mode mode = Mode::kCached;
+    bool writable = false;
+  };
+  std::unordered_map<uint64_t, HandleMode> handles_;  // guarded by mu_
   std::unordered_map<uint64_t, int> pending_;        // fh -> backing id, until its reply
   std::unordered_set<uint64_t> open_uniques_;        // OPEN requests not yet answered
   std::atomic<size_t> open_uniques_size_{0};

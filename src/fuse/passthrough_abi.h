@@ -48,8 +48,7 @@ inline constexpr uint32_t kOpcodeInit = FUSE_INIT;
 
 static_assert(sizeof(fuse_init_out) == 64, "libfuse 3.14 answers INIT with 64 bytes");
 static_assert(kInitOutMaxStackDepthOffset + 4 <= sizeof(fuse_init_out));
-static_assert(sizeof(fuse_open_out) == 16 && kOpenOutBackingIdOffset == 12 &&
-              offsetof(fuse_open_out, padding) == kOpenOutBackingIdOffset);
+static_assert(sizeof(fuse_open_out) == 16 && kOpenOutBackingIdOffset == 12);
 static_assert(sizeof(fuse_entry_out) == 128, "a CREATE reply's fuse_open_out is at 128");
 static_assert(sizeof(BackingMap) == 16);
 

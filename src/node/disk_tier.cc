@@ -21,7 +21,8 @@
 // second per image otherwise, and on close.
 //
 // Concurrency: one mutex (mu_) guards the index in memory, the LRU list and
-// the counters; image I/O runs outside it on an image pinned by `pins`
+// the counters; image I/O runs outside it on an image pinned by `pins`, as
+// is an image lent out for passthrough (LeaseImage) while its lease lives
 // (eviction skips pinned images; DropScope and DropOtherVersions do not, and
 // mark the image `dropped` so the I/O in flight leaves no trace in the index).
 // A chunk being stored is in state kStoring: reads see it absent and a second
@@ -45,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -152,7 +154,7 @@ struct Image {
   std::vector<Slot> slots;
   uint64_t bytes = 0;      // Sum of `stored` over non-absent slots.
   uint64_t last_used = 0;  // Tick of the last read or store (persisted: LRU order).
-  int pins = 0;            // Calls doing I/O on the image; eviction skips it.
+  int pins = 0;            // I/O calls and leases on the image; eviction skips it.
   bool dropped = false;    // No longer in the index; I/O in flight must not record.
   bool index_dirty = false;
   std::chrono::steady_clock::time_point last_flush;
@@ -356,34 +358,47 @@ class DiskTier final : public NodeTier {
     if (!Complete(key, map)) {
       return absl::NotFoundError(fmt::format("{} is not complete in the tier", ImageName(key)));
     }
-    std::shared_ptr<Image> image;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      image = FindLocked(key, map);
-      // Complete with no image: holes only, nothing to hand out.
-      if (image == nullptr || image->dropped || !CompleteLocked(*image, map)) {
-        return absl::NotFoundError(fmt::format("{} has no complete image", ImageName(key)));
-      }
-      TouchLocked(*image);
-      ++image->pins;
+    std::lock_guard<std::mutex> lock(mu_);
+    std::shared_ptr<Image> image = FindLocked(key, map);
+    // Complete with no image: holes only, nothing to hand out. (Checked again
+    // under the lock, and the file opened under it: a drop and a new Store
+    // of the same key in between would leave a partial file at the path.)
+    if (image == nullptr || image->dropped || !CompleteLocked(*image, map) ||
+        std::any_of(image->slots.begin(), image->slots.end(),
+                    [](const Slot& s) { return s.state == ChunkState::kUnverified; })) {
+      return absl::NotFoundError(fmt::format("{} has no complete image", ImageName(key)));
     }
-    auto lease = std::make_unique<Lease>(this, std::move(image));
-    const std::string path = ImagePathOf(lease->image()->name);
-    lease->set_fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (lease->fd() < 0) return IoError("open", path, errno);
+    const std::string path = ImagePathOf(image->name);
+    // Writable only so that DropScope can empty it (ftruncate).
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return IoError("open", path, errno);
+    TouchLocked(*image);
+    ++image->pins;
+    auto lease = std::make_unique<Lease>(this, std::move(image), fd);
+    leases_.insert(lease.get());
     return lease;
+  }
+
+  void Distrust(const ContentKey& key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = images_.find(ImageName(key));
+    if (it == images_.end()) return;
+    for (Slot& slot : it->second->slots) {
+      if (slot.state == ChunkState::kPresent) slot.state = ChunkState::kUnverified;
+    }
   }
 
   absl::Status DropScope(const Scope& scope) override {
     std::lock_guard<std::mutex> lock(mu_);
     // A deleted scope's bytes must not outlive it in a file the kernel still
-    // holds open (a passthrough backing file): emptied first, then unlinked.
+    // holds open (a passthrough backing file): leased images, even ones
+    // already unlinked as superseded, are emptied through their lease.
     const std::string prefix = ScopePrefix(scope);
-    for (auto it = images_.lower_bound(prefix);
-         it != images_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
-      if (it->second->pins > 0 && truncate(ImagePathOf(it->first).c_str(), 0) != 0 &&
-          errno != ENOENT) {
-        spdlog::warn("node tier: emptying {}: {}", ImagePathOf(it->first), std::strerror(errno));
+    for (const Lease* lease : leases_) {
+      if (lease->image().name.compare(0, prefix.size(), prefix) != 0) continue;
+      if (ftruncate(lease->fd(), 0) != 0) {
+        spdlog::warn("node tier: emptying {}: {}", ImagePathOf(lease->image().name),
+                     std::strerror(errno));
       }
     }
     DropPrefixLocked(prefix, "");
@@ -426,20 +441,21 @@ class DiskTier final : public NodeTier {
   // An image lent out for passthrough: pinned and open until destroyed.
   class Lease final : public ImageLease {
    public:
-    Lease(DiskTier* tier, std::shared_ptr<Image> image) : tier_(tier), image_(std::move(image)) {}
+    Lease(DiskTier* tier, std::shared_ptr<Image> image, int fd)
+        : tier_(tier), image_(std::move(image)), fd_(fd) {}
     ~Lease() override {
-      if (fd_ >= 0) close(fd_);
+      close(fd_);
       std::lock_guard<std::mutex> lock(tier_->mu_);
       --image_->pins;
+      tier_->leases_.erase(this);
     }
     int fd() const override { return fd_; }
-    void set_fd(int fd) { fd_ = fd; }
-    const Image* image() const { return image_.get(); }
+    const Image& image() const { return *image_; }
 
    private:
     DiskTier* tier_;
     std::shared_ptr<Image> image_;
-    int fd_ = -1;
+    const int fd_;
   };
 
   static bool Readable(ChunkState s) {
@@ -804,6 +820,7 @@ class DiskTier final : public NodeTier {
   mutable std::mutex mu_;
   // guarded by mu_; by name, so that a scope's or an inode's images are a range.
   std::map<std::string, std::shared_ptr<Image>> images_;
+  std::set<const Lease*> leases_;  // Images lent out (LeaseImage), guarded by mu_.
   std::list<std::shared_ptr<Image>> lru_;  // guarded by mu_; front: most recently used
   uint64_t tick_ = 0;                      // guarded by mu_; recency clock
   TierStats stats_;                        // guarded by mu_ (images is computed)

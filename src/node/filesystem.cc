@@ -1032,21 +1032,26 @@ absl::StatusOr<std::unique_ptr<ImageLease>> Filesystem::LeaseImage(InodeId ino, 
   RETURN_IF_ERROR(CheckLive());
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
-  std::shared_ptr<const ChunkMap> map;
-  {
-    absl::MutexLock lock(&h->inode->mu);
-    // A writer here, or a version newer than the handle's committed here:
-    // reads of this node follow the daemon's view, not a fixed image.
-    const bool follows_node = h->inode->ws != nullptr ||
-                              (h->inode->committed &&
-                               h->inode->committed->version > h->map->version);
-    if (h->writable || follows_node) {
-      return absl::NotFoundError(fmt::format("handle {} of ino {} reads through the daemon", fh,
-                                             ino));
-    }
-    map = h->map;
+  if (!ReadsFixedVersion(ino, fh)) {
+    return absl::NotFoundError(fmt::format("handle {} of ino {} reads through the daemon", fh,
+                                           ino));
   }
-  return tier_->LeaseImage(ContentKey{scope_, ino, map->version}, *map);
+  // A handle's map never changes: read outside the inode lock.
+  return tier_->LeaseImage(ContentKey{scope_, ino, h->map->version}, *h->map);
+}
+
+bool Filesystem::ReadsFixedVersion(InodeId ino, uint64_t fh) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino || h->writable) return false;
+  absl::MutexLock lock(&h->inode->mu);
+  // A writer here, or a version newer than the handle's committed here:
+  // reads of this node follow the daemon's view, not a fixed image.
+  return h->inode->ws == nullptr &&
+         !(h->inode->committed && h->inode->committed->version > h->map->version);
+}
+
+void Filesystem::DistrustImage(InodeId ino, uint64_t version) {
+  tier_->Distrust(ContentKey{scope_, ino, version});
 }
 
 absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offset,

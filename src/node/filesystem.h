@@ -208,6 +208,14 @@ class Filesystem {
   // node commits a newer one (as handles on other nodes do). NOT_FOUND when
   // the handle does not qualify; EBADF for an unknown handle.
   absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(InodeId ino, uint64_t fh);
+  // True if handle `fh` is read-only and reads the version it opened (no
+  // write staged on this node, no newer version committed here): what
+  // passthrough needs of every handle that reads an image.
+  bool ReadsFixedVersion(InodeId ino, uint64_t fh);
+  // The image of version `version` of `ino` may have been written through
+  // the kernel (a writer's shared mmap of a passthrough backing file): the
+  // tier checks its chunks again before it serves them.
+  void DistrustImage(InodeId ino, uint64_t version);
   // The handle is gone. The last writer's release commits what is still
   // staged (errors are logged: nobody is left to tell); the last handle of an
   // unlinked file releases it on the server.

@@ -126,6 +126,8 @@ class MemoryTier final : public NodeTier {
     return "memory:" + ImageName(key);
   }
 
+  void Distrust(const ContentKey&) override {}  // Nothing outside can write it.
+
   absl::StatusOr<std::unique_ptr<ImageLease>> LeaseImage(const ContentKey& key,
                                                          const ChunkMap&) override {
     return absl::NotFoundError(fmt::format("{}: the memory tier has no image files",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -133,6 +134,47 @@ TEST_F(PassthroughTest, OpensThatCannotShareTheKernelsModeGetDirectIo) {
   const uint64_t opens = B("passthrough_opens");
   EXPECT_EQ(ReadFile(MountTest::B("ckpt.bin")), v3);
   EXPECT_EQ(B("passthrough_opens"), opens + 1);
+}
+
+TEST_F(PassthroughTest, ANewReaderSeesWritesStagedOnItsNodeNotTheImage) {
+  const std::string v1 = PutInBsTier("s.bin", kChunk, 30);
+  int reader = open(MountTest::B("s.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  int writer = open(MountTest::B("s.bin").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  ASSERT_EQ(pwrite(writer, "staged", 6, 0), 6);
+  // Not committed yet, but this node reads what it staged (as a local disk).
+  std::string seen = ReadFile(MountTest::B("s.bin"));
+  EXPECT_EQ(seen.substr(0, 6), "staged");
+  EXPECT_EQ(seen.size(), v1.size());
+  ASSERT_EQ(close(writer), 0);
+  close(reader);
+}
+
+// A writer opened while the kernel reads the inode through passthrough gets
+// the image as its backing file; a shared writable mmap writes into it. The
+// tier does not keep such bytes: once the writer is gone the image is
+// verified again and the damaged chunk fetched anew.
+TEST_F(PassthroughTest, AWritersSharedMmapDoesNotCorruptTheTier) {
+  const std::string data = PutInBsTier("m.bin", 2 * kChunk, 31);
+  int reader = open(MountTest::B("m.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  int rw = open(MountTest::B("m.bin").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(rw, 0);
+  void* p = mmap(nullptr, data.size(), PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+  EXPECT_NE(p, MAP_FAILED) << strerror(errno);
+  if (p != MAP_FAILED) {
+    std::memcpy(p, "XXXX", 4);
+    msync(p, data.size(), MS_SYNC);
+    munmap(p, data.size());
+  }
+  close(rw);
+  close(reader);
+  DropCaches();
+  const uint64_t corrupt = BTier("corrupt_chunks");
+  EXPECT_EQ(ReadFile(MountTest::B("m.bin")), data);
+  if (p != MAP_FAILED) EXPECT_GT(BTier("corrupt_chunks"), corrupt);
+  EXPECT_EQ(ReadFile(A("m.bin")), data);
 }
 
 TEST_F(PassthroughTest, TruncateAndRenameOverAFileInPassthroughAreSeenByNewOpens) {
