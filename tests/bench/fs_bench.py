@@ -838,6 +838,7 @@ class Bench:
             drop_caches()
             out = subprocess.run(
                 ["fio", "--name=randread", f"--filename={path.replace(':', chr(92) + ':')}",
+                 "--thread",  # One process: killed whole if the run is interrupted.
                  "--readonly", "--ioengine=libaio", "--direct=0", "--iodepth=16",
                  "--rw=randread", "--bs=4k", "--invalidate=1", "--randrepeat=1",
                  f"--runtime={seconds}", "--time_based", "--output-format=json"],
@@ -1184,6 +1185,7 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # Also when started with SIGINT ignored (&).
     code = 0
     try:
         bench.prepare_work_dir()
