@@ -20,6 +20,8 @@ packages=(
   libgtest-dev libgmock-dev
   python3 procps util-linux
   python3-filelock python3-torch python3-numpy sqlite3 tar diffutils
+  # benchmarks (tests/bench/run.sh): random 4 KiB reads
+  fio
 )
 
 if [ "$(id -u)" -ne 0 ]; then
