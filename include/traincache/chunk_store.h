@@ -85,6 +85,14 @@ absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
                                         ChunkStore& chunks, int64_t grace_seconds,
                                         std::shared_mutex* commit_lock = nullptr);
 
+// The chunks a server serves: `meta`'s small chunks (kept with the metadata,
+// MetadataStore::CommitContentWithSmallChunks) over `base`. Get and Stat look
+// at the small chunks first (verified against their id like any chunk), then
+// at `base`; Put, List and DeleteScope are `base`'s (small chunks are only
+// written by commits, and leave with their scope's metadata); Delete drops
+// both copies. Both must outlive it.
+std::unique_ptr<ChunkStore> NewSmallChunkAwareStore(MetadataStore* meta, ChunkStore* base);
+
 }  // namespace traincache
 
 #endif  // TRAINCACHE_CHUNK_STORE_H_

@@ -118,6 +118,23 @@ class ClusterClient {
                                                   uint32_t chunk_size,
                                                   const std::vector<ChunkRef>& chunks,
                                                   Timespec mtime) = 0;
+  // CommitContent that also carries the bytes of small chunks of `chunks`
+  // (each at most kMaxSmallChunkBytes, kMaxSmallChunksBytes in all), which
+  // the server need not have: it stores them with the commit, in the same
+  // atomic, durable write. One call instead of HasChunks, PutChunks and
+  // CommitContent. Errors as CommitContent's, plus INVALID_ARGUMENT for a
+  // small chunk over the limits or not in `chunks`. Default: PutChunks, then
+  // CommitContent.
+  virtual absl::StatusOr<InodeAttr> CommitContentWithSmallChunks(
+      const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+      uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+      const std::vector<std::string_view>& small_chunks) {
+    if (!small_chunks.empty()) {
+      absl::Status put = PutChunks(scope, small_chunks);
+      if (!put.ok()) return put;
+    }
+    return CommitContent(scope, ino, expected_version, size, chunk_size, chunks, mtime);
+  }
   // The node saw the last close of an unlinked file: frees it. OK if the
   // inode still has links or is gone.
   virtual absl::Status ReleaseInode(const Scope& scope, InodeId ino) = 0;

@@ -38,7 +38,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -190,6 +192,37 @@ class MetadataStore {
                                                   uint32_t chunk_size,
                                                   const std::vector<ChunkRef>& chunks,
                                                   Timespec mtime) = 0;
+
+  // Small chunks kept in the metadata store itself. A small file's content
+  // then needs no chunk-store file (write, fsync, rename, directory fsyncs):
+  // its bytes are written in the commit's one atomic batch and are durable
+  // exactly when the commit is, which is also what keeps "chunk bytes before
+  // the metadata that references them".
+  struct SmallChunk {
+    ChunkId id;
+    std::string_view data;  // SHA-256(data) == id; at most kMaxSmallChunkBytes.
+  };
+  // CommitContent that also stores `small` (each one a chunk of `chunks`, at
+  // most kMaxSmallChunksBytes in all). INVALID_ARGUMENT (nothing changed) if
+  // one is too large, does not hash to its id or is not in `chunks`. The
+  // caller has checked the other chunks exist. Default: UNIMPLEMENTED.
+  virtual absl::StatusOr<InodeAttr> CommitContentWithSmallChunks(
+      const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+      uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+      const std::vector<SmallChunk>& small) {
+    return absl::UnimplementedError("this metadata store keeps no small chunks");
+  }
+  // The bytes of small chunk `id` (nullopt if this store does not hold it),
+  // as stored: the caller verifies them. Default: nullopt.
+  virtual absl::StatusOr<std::optional<std::string>> GetSmallChunk(const Scope& scope,
+                                                                   const ChunkId& id) {
+    return std::optional<std::string>();
+  }
+  // Drops small chunk `id` (the collector, once nothing references it). OK
+  // if absent. Default: OK.
+  virtual absl::Status DeleteSmallChunk(const Scope& scope, const ChunkId& id) {
+    return absl::OkStatus();
+  }
 
   // --- orphans ---
   // Frees an orphan (nlink 0) inode and its chunk references. OK and no-op

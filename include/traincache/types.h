@@ -24,6 +24,11 @@ inline constexpr InodeId kRootInode = 1;
 inline constexpr uint32_t kDefaultChunkSize = 4u << 20;
 inline constexpr uint32_t kMinChunkSize = 64u << 10;
 inline constexpr uint32_t kMaxChunkSize = 16u << 20;
+// A chunk this small may travel inside its commit and be kept with the
+// metadata (MetadataStore::CommitContentWithSmallChunks): small files then
+// cost one call and no chunk file. At most kMaxSmallChunksBytes per commit.
+inline constexpr uint32_t kMaxSmallChunkBytes = 64u << 10;
+inline constexpr uint64_t kMaxSmallChunksBytes = 1u << 20;
 
 // Bounds every request is checked against.
 inline constexpr size_t kMaxNameBytes = 255;

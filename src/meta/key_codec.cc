@@ -202,6 +202,12 @@ std::string ScopeKeys::RefCount(const ChunkId& id) const {
 
 std::string ScopeKeys::GarbagePrefix() const { return Tagged(kTagGarbage); }
 
+std::string ScopeKeys::SmallChunk(const ChunkId& id) const {
+  std::string k = Tagged(kTagSmallChunk);
+  k += id.bytes();
+  return k;
+}
+
 std::string ScopeKeys::Garbage(const ChunkId& id) const {
   std::string k = GarbagePrefix();
   k.append(id.bytes());

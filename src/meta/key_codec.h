@@ -18,6 +18,8 @@
 //   P 'C' be64(ino)                 chunk map of a regular file (absent: empty)
 //   P 'R' chunk_id(32 raw bytes)    reference count of a chunk (absent: 0)
 //   P 'G' chunk_id(32 raw bytes)    garbage list: chunk whose count reached 0
+//   P 'S' chunk_id(32 raw bytes)    a small chunk's bytes, kept here instead of
+//                                   the chunk store (CommitContent's small_chunks)
 //   P 'O' be64(ino)                 orphan list: value = when nlink reached 0
 //
 // Integers in keys are big-endian so the byte order of keys is the numeric
@@ -56,6 +58,7 @@ inline constexpr char kTagChunkMap = 'C';
 inline constexpr char kTagRefCount = 'R';
 inline constexpr char kTagGarbage = 'G';
 inline constexpr char kTagOrphan = 'O';
+inline constexpr char kTagSmallChunk = 'S';
 
 // "<scope>\0": the first bytes of every key of `scope`.
 std::string ScopePrefix(const Scope& scope);
@@ -86,6 +89,7 @@ class ScopeKeys {
   std::string RefCount(const ChunkId& id) const;
   std::string Garbage(const ChunkId& id) const;
   std::string GarbagePrefix() const;
+  std::string SmallChunk(const ChunkId& id) const;
   std::string Orphan(InodeId ino) const;
   std::string OrphanPrefix() const;
 

@@ -766,6 +766,14 @@ absl::StatusOr<InodeAttr> KvMetadataStore::CommitContent(const Scope& scope, Ino
                                                          uint32_t chunk_size,
                                                          const std::vector<ChunkRef>& chunks,
                                                          Timespec mtime) {
+  return CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size, chunks,
+                                      mtime, {});
+}
+
+absl::StatusOr<InodeAttr> KvMetadataStore::CommitContentWithSmallChunks(
+    const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+    uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+    const std::vector<SmallChunk>& small) {
   // Bound the size first: the shape check's arithmetic must not overflow.
   if (size > kMaxFileChunks * uint64_t{kMaxChunkSize} || chunks.size() > kMaxFileChunks) {
     return PosixError(
@@ -773,7 +781,34 @@ absl::StatusOr<InodeAttr> KvMetadataStore::CommitContent(const Scope& scope, Ino
   }
   RETURN_IF_ERROR(ValidateChunkMapShape(size, chunk_size, chunks));
   if (mtime.nsec >= 1'000'000'000u) return PosixError(EINVAL, "mtime nanoseconds out of range");
+  if (!small.empty()) {
+    // Each one is a chunk this commit references (so it is never stored
+    // unreferenced: the collector frees it once its count drops to 0).
+    std::set<std::pair<ChunkId, uint32_t>> referenced;
+    for (const ChunkRef& ref : chunks) {
+      if (ref.id) referenced.emplace(*ref.id, ref.length);
+    }
+    uint64_t total = 0;
+    for (const SmallChunk& c : small) {
+      total += c.data.size();
+      if (c.data.size() > kMaxSmallChunkBytes || total > kMaxSmallChunksBytes) {
+        return absl::InvalidArgumentError(fmt::format(
+            "small chunks: {} bytes, at most {} each and {} per commit", c.data.size(),
+            kMaxSmallChunkBytes, kMaxSmallChunksBytes));
+      }
+      if (ChunkId::Of(c.data) != c.id) {
+        return absl::InvalidArgumentError(
+            fmt::format("small chunk {} does not hash to its id", c.id.ToHex()));
+      }
+      if (referenced.count({c.id, static_cast<uint32_t>(c.data.size())}) == 0) {
+        return absl::InvalidArgumentError(fmt::format(
+            "small chunk {} ({} bytes) is not a chunk of the commit", c.id.ToHex(),
+            c.data.size()));
+      }
+    }
+  }
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<InodeAttr> {
+    for (const SmallChunk& c : small) txn.Put(txn.keys().SmallChunk(c.id), std::string(c.data));
     ASSIGN_OR_RETURN(InodeRecord * rec, txn.GetInode(ino));
     if (rec->attr.is_dir()) return PosixError(EISDIR, fmt::format("inode {} is a directory", ino));
     if (!rec->attr.is_reg()) {
@@ -805,6 +840,21 @@ absl::StatusOr<InodeAttr> KvMetadataStore::CommitContent(const Scope& scope, Ino
     rec->attr.mtime = mtime;
     return rec->attr;
   });
+}
+
+absl::StatusOr<std::optional<std::string>> KvMetadataStore::GetSmallChunk(const Scope& scope,
+                                                                          const ChunkId& id) {
+  return backend_->Latest().Get(ScopeKeys(scope).SmallChunk(id));
+}
+
+absl::Status KvMetadataStore::DeleteSmallChunk(const Scope& scope, const ChunkId& id) {
+  absl::StatusOr<bool> done = Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<bool> {
+    txn.Delete(txn.keys().SmallChunk(id));
+    return true;
+  });
+  // A scope that is gone took its small chunks with it.
+  if (absl::IsNotFound(done.status())) return absl::OkStatus();
+  return done.status();
 }
 
 // --- orphans ---

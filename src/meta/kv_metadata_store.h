@@ -77,6 +77,13 @@ class KvMetadataStore : public MetadataStore {
                                           uint64_t expected_version, uint64_t size,
                                           uint32_t chunk_size, const std::vector<ChunkRef>& chunks,
                                           Timespec mtime) override;
+  absl::StatusOr<InodeAttr> CommitContentWithSmallChunks(
+      const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+      uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+      const std::vector<SmallChunk>& small) override;
+  absl::StatusOr<std::optional<std::string>> GetSmallChunk(const Scope& scope,
+                                                           const ChunkId& id) override;
+  absl::Status DeleteSmallChunk(const Scope& scope, const ChunkId& id) override;
 
   absl::Status ReleaseInode(const Scope& scope, InodeId ino) override;
   absl::StatusOr<uint64_t> PurgeOrphans(const Scope& scope, Timespec older_than) override;

@@ -55,8 +55,9 @@ CounterNaming ServerCounterNaming() {
       .help = {
           {"rpc.<method>", "Calls finished"},
           {"rpc.<method>.error.<code>", "Calls that failed, by status code"},
-          {"chunk.put.count", "Chunks stored through PutChunks"},
-          {"chunk.put.bytes", "Bytes stored through PutChunks"},
+          {"chunk.put.count", "Chunks stored (PutChunks, and small chunks sent with commits)"},
+          {"chunk.put.bytes", "Bytes of chunks stored (PutChunks, and small chunks with commits)"},
+          {"chunk.put.small_count", "Small chunks stored with their commit (no chunk file)"},
           {"chunk.get.count", "Chunk reads served through GetChunk"},
           {"chunk.get.bytes", "Bytes served through GetChunk"},
           {"chunk.get.store_micros", "Microseconds GetChunk spent reading and verifying chunks"},

@@ -1111,10 +1111,16 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   const bool same_layout = cs == ws.base.chunk_size;
   std::vector<ChunkRef> refs(count);
 
-  // Changed chunks are built whole, then uploaded a batch at a time.
+  // Changed chunks are built whole, then uploaded a batch at a time. A
+  // short last chunk (a whole small file, or the tail of a big one) of at
+  // most kMaxSmallChunkBytes travels with the commit instead: no HasChunks,
+  // no PutChunks. (Full chunks are asked about first: they are the ones
+  // worth deduplicating.)
   std::vector<uint64_t> batch_index;
   std::vector<std::string> batch;
   uint64_t batch_bytes = 0;
+  std::vector<std::string> small;
+  uint64_t small_bytes = 0;
   uint64_t uploaded_chunks = 0, uploaded_bytes = 0;
   auto upload_batch = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
@@ -1165,17 +1171,34 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
       refs[i] = ChunkRef{std::nullopt, len};
       continue;
     }
+    if (len < cs && len <= kMaxSmallChunkBytes && small_bytes + len <= kMaxSmallChunksBytes) {
+      refs[i] = ChunkRef{ChunkId::Of(bytes), len};
+      small_bytes += len;
+      ++uploaded_chunks;
+      uploaded_bytes += len;
+      small.push_back(std::move(bytes));
+      continue;
+    }
     batch_index.push_back(i);
     batch_bytes += len;
     batch.push_back(std::move(bytes));
     if (batch_bytes >= options_.commit_batch_bytes) RETURN_IF_ERROR(upload_batch());
   }
   RETURN_IF_ERROR(upload_batch());
+  // Two small chunks of one commit may be the same bytes: send them once.
+  std::vector<std::string_view> small_chunks;
+  {
+    std::set<std::string_view> seen;
+    for (const std::string& c : small) {
+      if (seen.insert(c).second) small_chunks.push_back(c);
+    }
+  }
 
   uint64_t expected = ws.base.version;
   absl::StatusOr<InodeAttr> attr;
   for (int attempt = 1;; ++attempt) {
-    attr = client_->CommitContent(scope_, inode.ino, expected, size, cs, refs, ws.mtime);
+    attr = client_->CommitContentWithSmallChunks(scope_, inode.ino, expected, size, cs, refs,
+                                                 ws.mtime, small_chunks);
     if (attr.ok()) break;
     if (ErrnoOf(attr.status()) != ESTALE) return attr.status();
     // Another change landed since the base. Re-committing on the new version

@@ -384,7 +384,16 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContent(const Scope& scope, I
                                                            uint32_t chunk_size,
                                                            const std::vector<ChunkRef>& chunks,
                                                            Timespec mtime) {
+  return CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size, chunks,
+                                      mtime, {});
+}
+
+absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContentWithSmallChunks(
+    const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+    uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+    const std::vector<std::string_view>& small_chunks) {
   v1::CommitRequest req;
+  for (std::string_view data : small_chunks) req.add_small_chunks(data.data(), data.size());
   req.set_scope(scope.ToString());
   req.set_ino(ino);
   req.set_expected_version(expected_version);

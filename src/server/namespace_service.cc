@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <set>
 
 #include "rpc/convert.h"
 #include "server/services.h"
@@ -318,11 +319,28 @@ grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerCo
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(std::vector<ChunkRef> chunks, FromProto(req->chunks()));
+    // Small chunks come with the commit and are stored by it (the store
+    // checks their hash, size and that the commit references them).
+    std::vector<MetadataStore::SmallChunk> small;
+    std::set<ChunkId> carried;
+    small.reserve(req->small_chunks_size());
+    uint64_t small_bytes = 0;
+    for (const std::string& data : req->small_chunks()) {
+      small_bytes += data.size();
+      // Before hashing anything: a request over the limits costs nothing.
+      if (data.size() > kMaxSmallChunkBytes || small_bytes > kMaxSmallChunksBytes) {
+        return absl::InvalidArgumentError(fmt::format(
+            "small chunks: {} bytes, at most {} each and {} per commit", data.size(),
+            kMaxSmallChunkBytes, kMaxSmallChunksBytes));
+      }
+      small.push_back(MetadataStore::SmallChunk{ChunkId::Of(data), data});
+      carried.insert(small.back().id);
+    }
     // Shared: the collector cannot delete a chunk between the check below and
     // the commit that references it.
     std::shared_lock lock(ctx_->ScopeLock(scope));
     for (size_t i = 0; i < chunks.size(); ++i) {
-      if (!chunks[i].id) continue;
+      if (!chunks[i].id || carried.count(*chunks[i].id) > 0) continue;
       absl::StatusOr<uint64_t> stored = ctx_->chunks().Stat(scope, *chunks[i].id);
       if (stored.status().code() == absl::StatusCode::kNotFound) {
         return PosixError(ENOENT, fmt::format("chunk {} ({}) is not stored; upload it first", i,
@@ -338,9 +356,19 @@ grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerCo
       }
     }
     ASSIGN_OR_RETURN(InodeAttr attr,
-                     ctx_->meta().CommitContent(scope, req->ino(), req->expected_version(),
-                                                req->size(), req->chunk_size(), chunks,
-                                                FromProto(req->mtime())));
+                     small.empty()
+                         ? ctx_->meta().CommitContent(scope, req->ino(), req->expected_version(),
+                                                      req->size(), req->chunk_size(), chunks,
+                                                      FromProto(req->mtime()))
+                         : ctx_->meta().CommitContentWithSmallChunks(
+                               scope, req->ino(), req->expected_version(), req->size(),
+                               req->chunk_size(), chunks, FromProto(req->mtime()), small));
+    if (!small.empty()) {
+      // Stored like PutChunks' chunks, only in the commit's batch.
+      ctx_->counters().Add("chunk.put.bytes", small_bytes);
+      ctx_->counters().Add("chunk.put.count", small.size());
+      ctx_->counters().Add("chunk.put.small_count", small.size());
+    }
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });

@@ -15,7 +15,7 @@ namespace traincache::server {
 
 ServiceContext::ServiceContext(MetadataStore* meta, ChunkStore* chunks, Options options)
     : meta_(meta),
-      chunks_(chunks),
+      chunks_(NewSmallChunkAwareStore(meta, chunks)),
       options_(std::move(options)),
       expected_auth_("Bearer " + options_.token),
       pool_(options_.worker_threads) {

@@ -56,6 +56,8 @@ class ServiceContext {
   ~ServiceContext();
 
   MetadataStore& meta() { return *meta_; }
+  // The chunk store handed in, with the metadata store's small chunks
+  // (NewSmallChunkAwareStore): what every service reads, checks and deletes.
   ChunkStore& chunks() { return *chunks_; }
   Counters& counters() { return counters_; }
   ThreadPool& pool() { return pool_; }
@@ -94,7 +96,7 @@ class ServiceContext {
 
  private:
   MetadataStore* meta_;
-  ChunkStore* chunks_;
+  std::unique_ptr<ChunkStore> chunks_;
   const Options options_;
   const std::string expected_auth_;
   Counters counters_;

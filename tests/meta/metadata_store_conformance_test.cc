@@ -591,6 +591,57 @@ TEST_P(MetadataStoreTest, RefCountsAndGarbage) {
   EXPECT_EQ(Usage().bytes, kCs + (2 * kCs + 1) + kCs);
 }
 
+TEST_P(MetadataStoreTest, SmallChunksAreKeptWithTheirCommit) {
+  InodeAttr f = Create(kRootInode, "f");
+  const std::string a = "small file bytes";
+  const std::string b(3000, 'b');
+  const ChunkId ida = ChunkId::Of(a), idb = ChunkId::Of(b);
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> none, store_->GetSmallChunk(scope_, ida));
+  EXPECT_FALSE(none.has_value());
+
+  // Bad input changes nothing: too big, wrong hash, not in the commit.
+  const std::vector<ChunkRef> refs = {{ida, static_cast<uint32_t>(a.size())}};
+  auto commit = [&](const std::vector<MetadataStore::SmallChunk>& small) {
+    return store_->CommitContentWithSmallChunks(scope_, f.ino, Attr(f.ino).version, a.size(), kCs,
+                                                refs, Now(), small);
+  };
+  const std::string big(kMaxSmallChunkBytes + 1, 'x');
+  EXPECT_EQ(commit({{ChunkId::Of(big), big}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(commit({{idb, a}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(commit({{ida, a}, {idb, b}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Attr(f.ino).version, f.version);
+  ASSERT_OK_AND_ASSIGN(none, store_->GetSmallChunk(scope_, ida));
+  EXPECT_FALSE(none.has_value());
+
+  ASSERT_OK_AND_ASSIGN(InodeAttr after, commit({{ida, a}}));
+  EXPECT_EQ(after.size, a.size());
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> got, store_->GetSmallChunk(scope_, ida));
+  EXPECT_EQ(got, a);
+  EXPECT_EQ(Refs(ida), 1u);
+  ASSERT_OK_AND_ASSIGN(ChunkMap map, store_->GetChunkMap(scope_, f.ino));
+  EXPECT_EQ(map.chunks, refs);
+
+  // Unreferenced, it goes on the garbage list like any chunk, and stays
+  // readable until the collector deletes it.
+  Commit(f.ino, 0, 0);
+  EXPECT_EQ(Garbage(), std::set<ChunkId>{ida});
+  ASSERT_OK_AND_ASSIGN(got, store_->GetSmallChunk(scope_, ida));
+  EXPECT_EQ(got, a);
+  ASSERT_OK(store_->DeleteSmallChunk(scope_, ida));
+  ASSERT_OK_AND_ASSIGN(got, store_->GetSmallChunk(scope_, ida));
+  EXPECT_FALSE(got.has_value());
+
+  // It leaves with its scope.
+  InodeAttr g = Create(kRootInode, "g");
+  ASSERT_OK(store_->CommitContentWithSmallChunks(scope_, g.ino, g.version, b.size(), kCs,
+                                                 {{idb, static_cast<uint32_t>(b.size())}}, Now(),
+                                                 {{idb, b}}));
+  ASSERT_OK(store_->DeleteScope(scope_));
+  ASSERT_OK(store_->OpenScope(scope_, /*create=*/true));
+  ASSERT_OK_AND_ASSIGN(got, store_->GetSmallChunk(scope_, idb));
+  EXPECT_FALSE(got.has_value());
+}
+
 TEST_P(MetadataStoreTest, ListGarbageInIdOrderWithLimit) {
   InodeAttr f = Create(kRootInode, "f");
   Commit(f.ino, 20 * kCs, 1);

@@ -329,6 +329,39 @@ TEST_P(ClusterClientConformanceTest, CommitChecksEveryChunkAndChangesNothingOnEr
   EXPECT_EQ(*ReadContent(client(), scope(), f->attr.ino), std::string(2 * kMinChunkSize, '\0'));
 }
 
+TEST_P(ClusterClientConformanceTest, CommitsSmallChunksInOneCall) {
+  auto f = client().Create(scope(), kRootInode, "f", 0644, {}, true);
+  ASSERT_TRUE(f.ok()) << f.status();
+  // A big chunk uploaded first, then the file's short last chunk with the
+  // commit: both read back.
+  const std::string big = RandomBytes(kMinChunkSize, 8);
+  const std::string tail = RandomBytes(5000, 9);
+  ASSERT_TRUE(client().PutChunks(scope(), {big}).ok());
+  const std::vector<ChunkRef> refs = {{ChunkId::Of(big), kMinChunkSize},
+                                      {ChunkId::Of(tail), static_cast<uint32_t>(tail.size())}};
+  auto committed = client().CommitContentWithSmallChunks(
+      scope(), f->attr.ino, f->attr.version, big.size() + tail.size(), kMinChunkSize, refs, Now(),
+      {tail});
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->size, big.size() + tail.size());
+  EXPECT_EQ(*ReadContent(client(), scope(), f->attr.ino), big + tail);
+  auto have = client().HasChunks(scope(), {ChunkId::Of(tail)});
+  ASSERT_TRUE(have.ok()) << have.status();
+  EXPECT_EQ((*have)[0], std::optional<uint64_t>(tail.size()));
+  auto piece = client().GetChunk(scope(), ChunkId::Of(tail), 10, 20);
+  ASSERT_TRUE(piece.ok()) << piece.status();
+  EXPECT_EQ(*piece, tail.substr(10, 20));
+
+  // A small chunk the commit does not reference is refused; nothing changes.
+  auto stray = client().CommitContentWithSmallChunks(
+      scope(), f->attr.ino, committed->version, big.size() + tail.size(), kMinChunkSize, refs,
+      Now(), {tail, "stray"});
+  EXPECT_EQ(stray.status().code(), absl::StatusCode::kInvalidArgument) << stray.status();
+  auto unchanged = client().GetAttr(scope(), f->attr.ino);
+  ASSERT_TRUE(unchanged.ok());
+  EXPECT_EQ(unchanged->version, committed->version);
+}
+
 TEST_P(ClusterClientConformanceTest, CommitOverQuotaIsEdquot) {
   ASSERT_TRUE(env_->SetQuota(scope(), 100'000).ok());
   auto usage = client().StatFs(scope());

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <set>
 
 #include "traincache/status.h"
 
@@ -19,7 +20,10 @@ absl::Status CheckIno(InodeId ino) {
 }  // namespace
 
 FakeClusterClient::FakeClusterClient(Options options)
-    : options_(options), meta_(NewMemoryMetadataStore()), chunks_(NewMemoryChunkStore()) {}
+    : options_(options),
+      meta_(NewMemoryMetadataStore()),
+      stored_chunks_(NewMemoryChunkStore()),
+      chunks_(NewSmallChunkAwareStore(meta_.get(), stored_chunks_.get())) {}
 
 void FakeClusterClient::FailNext(const std::string& op, absl::Status status, int times) {
   std::lock_guard lock(mu_);
@@ -207,11 +211,30 @@ absl::StatusOr<InodeAttr> FakeClusterClient::CommitContent(const Scope& scope, I
                                                            uint32_t chunk_size,
                                                            const std::vector<ChunkRef>& chunks,
                                                            Timespec mtime) {
+  return CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size, chunks,
+                                      mtime, {});
+}
+
+absl::StatusOr<InodeAttr> FakeClusterClient::CommitContentWithSmallChunks(
+    const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+    uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+    const std::vector<std::string_view>& small_chunks) {
   RETURN_IF_ERROR(Enter("CommitContent"));
   RETURN_IF_ERROR(CheckIno(ino));
   // The server's checks, in its order (src/server/namespace_service.cc).
+  std::vector<MetadataStore::SmallChunk> small;
+  std::set<ChunkId> carried;
+  uint64_t small_bytes = 0;
+  for (std::string_view data : small_chunks) {
+    small_bytes += data.size();
+    if (data.size() > kMaxSmallChunkBytes || small_bytes > kMaxSmallChunksBytes) {
+      return absl::InvalidArgumentError("small chunks over the limits");
+    }
+    small.push_back(MetadataStore::SmallChunk{ChunkId::Of(data), data});
+    carried.insert(small.back().id);
+  }
   for (size_t i = 0; i < chunks.size(); ++i) {
-    if (!chunks[i].id) continue;
+    if (!chunks[i].id || carried.count(*chunks[i].id) > 0) continue;
     absl::StatusOr<uint64_t> stored = chunks_->Stat(scope, *chunks[i].id);
     if (stored.status().code() == absl::StatusCode::kNotFound) {
       return PosixError(ENOENT, fmt::format("chunk {} ({}) is not stored; upload it first", i,
@@ -223,7 +246,11 @@ absl::StatusOr<InodeAttr> FakeClusterClient::CommitContent(const Scope& scope, I
                                             *stored, chunks[i].length));
     }
   }
-  return meta_->CommitContent(scope, ino, expected_version, size, chunk_size, chunks, mtime);
+  if (small.empty()) {
+    return meta_->CommitContent(scope, ino, expected_version, size, chunk_size, chunks, mtime);
+  }
+  return meta_->CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size,
+                                             chunks, mtime, small);
 }
 
 absl::Status FakeClusterClient::ReleaseInode(const Scope& scope, InodeId ino) {

@@ -89,6 +89,10 @@ class FakeClusterClient final : public ClusterClient {
                                           uint64_t expected_version, uint64_t size,
                                           uint32_t chunk_size, const std::vector<ChunkRef>& chunks,
                                           Timespec mtime) override;
+  absl::StatusOr<InodeAttr> CommitContentWithSmallChunks(
+      const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
+      uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+      const std::vector<std::string_view>& small_chunks) override;
   absl::Status ReleaseInode(const Scope& scope, InodeId ino) override;
   absl::StatusOr<std::vector<std::optional<uint64_t>>> HasChunks(
       const Scope& scope, const std::vector<ChunkId>& ids) override;
@@ -106,6 +110,8 @@ class FakeClusterClient final : public ClusterClient {
 
   const Options options_;
   std::unique_ptr<MetadataStore> meta_;
+  std::unique_ptr<ChunkStore> stored_chunks_;
+  // stored_chunks_ with meta_'s small chunks, as the server serves them.
   std::unique_ptr<ChunkStore> chunks_;
 
   mutable std::mutex mu_;
