@@ -173,7 +173,9 @@ TEST_F(PassthroughTest, AWritersSharedMmapDoesNotCorruptTheTier) {
   DropCaches();
   const uint64_t corrupt = BTier("corrupt_chunks");
   EXPECT_EQ(ReadFile(MountTest::B("m.bin")), data);
-  if (p != MAP_FAILED) EXPECT_GT(BTier("corrupt_chunks"), corrupt);
+  if (p != MAP_FAILED) {
+    EXPECT_GT(BTier("corrupt_chunks"), corrupt);
+  }
   EXPECT_EQ(ReadFile(A("m.bin")), data);
 }
 
