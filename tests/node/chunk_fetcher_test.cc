@@ -26,16 +26,26 @@ using ::traincache::testing::S;
 constexpr uint32_t kChunk = kMinChunkSize;
 
 // Answers GetChunk from another client with one byte flipped (a server, or a
-// wire, that corrupts); every other method is unimplemented.
+// wire, that corrupts); every other method is unimplemented. With
+// `only_unverified`, only GetChunkUnverified's answers are damaged: damage
+// that a fetch the server verifies does not see.
 class CorruptingClient final : public ClusterClient {
  public:
-  explicit CorruptingClient(ClusterClient* inner) : inner_(inner) {}
+  explicit CorruptingClient(ClusterClient* inner, bool only_unverified = false)
+      : inner_(inner), only_unverified_(only_unverified) {}
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override {
     absl::StatusOr<std::string> got = inner_->GetChunk(scope, id, offset, length);
-    if (got.ok() && !got->empty()) (*got)[got->size() / 2] ^= 1;
+    if (got.ok() && !got->empty() && !only_unverified_) (*got)[got->size() / 2] ^= 1;
     return got;
   }
+  absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) override {
+    ++unverified_calls;
+    absl::StatusOr<std::string> got = inner_->GetChunk(scope, id, 0, 0);
+    if (got.ok() && !got->empty()) (*got)[got->size() / 3] ^= 4;
+    return got;
+  }
+  std::atomic<int> unverified_calls{0};
 
 #define TC_UNIMPLEMENTED { return absl::UnimplementedError("CorruptingClient"); }
   absl::StatusOr<OpenScopeResult> OpenScope(const Scope&, bool) override TC_UNIMPLEMENTED
@@ -81,6 +91,7 @@ class CorruptingClient final : public ClusterClient {
 
  private:
   ClusterClient* inner_;
+  const bool only_unverified_;
 };
 
 class ChunkFetcherTest : public ::testing::Test {
@@ -186,12 +197,29 @@ TEST_F(ChunkFetcherTest, CorruptBytesFromTheServerAreDataLossAndNotStored) {
   EXPECT_CODE(fetcher->Read(key_, map_, 0, out.size(), out.data()), absl::StatusCode::kDataLoss);
   EXPECT_FALSE(tier_->Contains(key_, map_, 0));
   EXPECT_EQ(tier_->Stats().used_bytes, 0u);
-  EXPECT_EQ(fetcher->Stats().verify_failures, 1u);
+  // The unverified copy, then the one the server verified: both wrong.
+  EXPECT_EQ(fetcher->Stats().verify_failures, 2u);
   // The right server afterwards: the bytes arrive and are cached.
   auto good = NewFetcher(&client_, 0);
   ASSERT_OK(good->Read(key_, map_, 0, out.size(), out.data()));
   EXPECT_EQ(out, bytes_.substr(0, 100));
   EXPECT_TRUE(tier_->Contains(key_, map_, 0));
+}
+
+TEST_F(ChunkFetcherTest, BadUnverifiedBytesAreFetchedAgainVerifiedByTheServer) {
+  MakeContent(kChunk, 12);
+  CorruptingClient client(&client_, /*only_unverified=*/true);
+  auto fetcher = NewFetcher(&client, 0);
+  std::string out(bytes_.size(), 'x');
+  ASSERT_OK(fetcher->Read(key_, map_, 0, out.size(), out.data()));
+  EXPECT_EQ(out, bytes_);
+  EXPECT_EQ(client.unverified_calls.load(), 1);
+  EXPECT_EQ(client_.Calls("GetChunk"), 2u);  // The unverified try and the verified one.
+  EXPECT_EQ(fetcher->Stats().verify_failures, 1u);
+  EXPECT_TRUE(tier_->Contains(key_, map_, 0));
+  std::string again(bytes_.size(), 'x');
+  ASSERT_TRUE(tier_->Read(key_, map_, 0, 0, again.size(), again.data()).value_or(false));
+  EXPECT_EQ(again, bytes_);
 }
 
 TEST_F(ChunkFetcherTest, SequentialReadsFetchAhead) {
