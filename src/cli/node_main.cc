@@ -35,6 +35,7 @@ using namespace traincache;
 
 int main(int argc, char** argv) {
   TuneMallocForChunkBuffers();
+  KeepChunkBuffersInOneArena();
   CLI::App app{"traincache-node: the node daemon (FUSE mounts of cluster caches)"};
   std::string server, token_file, mount_root, tier_dir, staging_dir, log_level = "info";
   uint64_t tier_capacity = 0;
