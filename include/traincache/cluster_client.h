@@ -28,7 +28,7 @@
 //   UNAUTHENTICATED          the token was refused; never retried.
 // Repeatable requests (every read; SetAttr; SetXattr without XATTR_CREATE;
 // OpenScope; Create without `exclusive`; ReleaseInode; HasChunks, PutChunks,
-// GetChunk; CommitContent, which is conditional on a version) are re-sent
+// GetChunk, GetChunkUnverified; CommitContent, which is conditional on a version) are re-sent
 // after any transient failure until the outage timeout. The others (Mkdir,
 // Create exclusive, Symlink, Link, Unlink, Rmdir, Rename, SetXattr with
 // XATTR_CREATE, RemoveXattr) are sent only once a connection is up and are
@@ -155,6 +155,15 @@ class ClusterClient {
   // the server's copy is corrupt.
   virtual absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id,
                                                uint64_t offset, uint64_t length) = 0;
+  // The whole chunk `id`, for a caller that checks it against `id` itself
+  // (the node's fetcher does, for every chunk): the server may then skip its
+  // own check (chunk.proto, client_verifies), so the bytes may be corrupt.
+  // A caller that finds a mismatch asks GetChunk, which the server verifies
+  // (DATA_LOSS for a corrupt copy). NOT_FOUND if absent. The default is
+  // GetChunk.
+  virtual absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) {
+    return GetChunk(scope, id, 0, 0);
+  }
 };
 
 }  // namespace traincache

@@ -394,42 +394,21 @@ class DiskChunkStore final : public ChunkStore {
 
   absl::StatusOr<std::string> Get(const Scope& scope, const ChunkId& id, uint64_t offset,
                                   uint64_t length) override {
-    const std::string hex = id.ToHex();
-    const std::string path = ChunkPath(scope, hex);
-    absl::StatusOr<UniqueFd> fd = OpenForRead(path);
-    if (absl::IsNotFound(fd.status())) return NotFound(scope, hex);
-    if (!fd.ok()) return fd.status();
-    ASSIGN_OR_RETURN(struct stat st, StatFd(fd->get(), path));
-    const uint64_t size = static_cast<uint64_t>(st.st_size);
-    if (!S_ISREG(st.st_mode) || size > kMaxChunkSize) {
-      return DataLoss(scope, hex, path, fmt::format("not a chunk file (size {})", size));
-    }
-
-    // One read straight into the string that is returned: for a whole-chunk
-    // Get the bytes are never copied again (resize's zero fill is the only
-    // extra pass, ~10x cheaper than the hash).
-    std::string buf;
-    buf.resize(size);
-    ASSIGN_OR_RETURN(size_t got, ReadFull(fd->get(), path, buf.data(), size));
-    if (got != size) {
-      return DataLoss(scope, hex, path, fmt::format("read {} of {} bytes", got, size));
-    }
-    // Verify before the range check: a truncated chunk is corrupt, not a bad
-    // request.
-    if (ChunkId::Of(buf) != id) {
-      Quarantine(scope, hex, path);
-      return DataLoss(scope, hex, path, "content does not match its id");
-    }
-
+    ASSIGN_OR_RETURN(std::string buf, ReadWhole(scope, id, /*verify=*/true));
+    const uint64_t size = buf.size();
     if (offset > size) {
       return absl::InvalidArgumentError(
-          fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset, hex,
-                      scope.ToString(), size));
+          fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset,
+                      id.ToHex(), scope.ToString(), size));
     }
     const uint64_t available = size - offset;
     const uint64_t n = (length == 0 || length > available) ? available : length;
     if (offset == 0 && n == size) return buf;
     return buf.substr(offset, n);
+  }
+
+  absl::StatusOr<std::string> GetUnverified(const Scope& scope, const ChunkId& id) override {
+    return ReadWhole(scope, id, /*verify=*/false);
   }
 
   absl::StatusOr<uint64_t> Stat(const Scope& scope, const ChunkId& id) override {
@@ -535,6 +514,39 @@ class DiskChunkStore final : public ChunkStore {
   }
 
  private:
+  // The chunk file's bytes; with `verify`, checked against `id` first (a
+  // mismatch is DATA_LOSS and the file is quarantined). Without, only the
+  // size is checked: the caller hashes.
+  absl::StatusOr<std::string> ReadWhole(const Scope& scope, const ChunkId& id, bool verify) {
+    const std::string hex = id.ToHex();
+    const std::string path = ChunkPath(scope, hex);
+    absl::StatusOr<UniqueFd> fd = OpenForRead(path);
+    if (absl::IsNotFound(fd.status())) return NotFound(scope, hex);
+    if (!fd.ok()) return fd.status();
+    ASSIGN_OR_RETURN(struct stat st, StatFd(fd->get(), path));
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (!S_ISREG(st.st_mode) || size > kMaxChunkSize) {
+      return DataLoss(scope, hex, path, fmt::format("not a chunk file (size {})", size));
+    }
+
+    // One read straight into the string that is returned: for a whole-chunk
+    // Get the bytes are never copied again (resize's zero fill is the only
+    // extra pass, ~10x cheaper than the hash).
+    std::string buf;
+    buf.resize(size);
+    ASSIGN_OR_RETURN(size_t got, ReadFull(fd->get(), path, buf.data(), size));
+    if (got != size) {
+      return DataLoss(scope, hex, path, fmt::format("read {} of {} bytes", got, size));
+    }
+    // Verify before any range check: a truncated chunk is corrupt, not a bad
+    // request.
+    if (verify && ChunkId::Of(buf) != id) {
+      Quarantine(scope, hex, path);
+      return DataLoss(scope, hex, path, "content does not match its id");
+    }
+    return buf;
+  }
+
   static bool IsShardName(const DirEntryName& entry) {
     return entry.is_dir && entry.name.size() == 2 && IsLowerHex(entry.name);
   }

@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
       fmt::format("{}:{}", host, getpid()));
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
-                                                     node::ChunkFetcher::Options{});
+                                                     d->options_.fetcher);
   if (!d->options_.admin_socket.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(
@@ -309,6 +309,7 @@ void NodeDaemon::CheckScopes() {
       inodes.push_back(kRootInode);
       m->second->mount->InvalidateInodes(inodes);
     }
+    fetcher_->DropScope(entry.first);
     absl::Status dropped = tier_->DropScope(entry.first);
     if (!dropped.ok()) {
       spdlog::error("{}: cannot drop its node tier images: {}", name, dropped.ToString());
@@ -334,6 +335,8 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
   out["fetch.coalesced"] = f.coalesced;
   out["fetch.prefetches"] = f.prefetches;
   out["fetch.verify_failures"] = f.verify_failures;
+  out["fetch.memory_hits"] = f.memory_hits;
+  out["fetch.memory_bytes"] = f.memory_bytes;
   std::lock_guard lock(mounts_mu_);
   out["node.mounts"] = mounts_.size();
   out["node.jobs"] = jobs_.size();

@@ -52,6 +52,7 @@ struct NodeDaemonOptions {
   std::string mount_root;
   std::string staging_dir;
   DiskTierOptions tier;
+  node::ChunkFetcher::Options fetcher;
   std::string admin_socket;  // empty: no admin endpoint
   std::string scratch_dir;   // jobs' scratch folders (<scratch_dir>/<job id>); required to attach
   // A scope no attached job uses is unmounted this long after its last detach.

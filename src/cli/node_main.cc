@@ -9,6 +9,9 @@
 //                   [--scratch-dir DIR] [--unmount-grace-seconds S]
 //                   [--scope-check-interval-ms MS]
 //                   [--metrics-listen HOST:PORT] [--fuse-passthrough=false]
+//                   [--fetch-threads N] [--readahead-chunks N]
+//                   [--readahead-max-chunks N] [--fetch-memory-bytes N]
+//                   [--tier-direct-writes true|false]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first). Under systemd (Type=notify) it
@@ -32,6 +35,7 @@ using namespace traincache;
 
 int main(int argc, char** argv) {
   TuneMallocForChunkBuffers();
+  KeepChunkBuffersInOneArena();
   CLI::App app{"traincache-node: the node daemon (FUSE mounts of cluster caches)"};
   std::string server, token_file, mount_root, tier_dir, staging_dir, log_level = "info";
   uint64_t tier_capacity = 0;
@@ -60,6 +64,19 @@ int main(int argc, char** argv) {
   app.add_option("--scope-check-interval-ms", scope_check_interval_ms,
                  "how often mounted scopes are checked for deletion on the server")
       ->check(CLI::Range(100u, 3'600'000u));
+  node::ChunkFetcher::Options fetcher;
+  app.add_option("--fetch-threads", fetcher.threads,
+                 "threads fetching chunks from the server ahead of readers")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--readahead-chunks", fetcher.readahead_chunks,
+                 "chunks fetched ahead of a sequential reader at first (0: no readahead)");
+  app.add_option("--readahead-max-chunks", fetcher.max_readahead_chunks,
+                 "how far the readahead window of a long sequential read grows, in chunks");
+  app.add_option("--fetch-memory-bytes", fetcher.memory_bytes,
+                 "memory holding verified chunks for readers (and readahead) to copy from");
+  bool tier_direct_writes = true;
+  app.add_option("--tier-direct-writes", tier_direct_writes,
+                 "write node tier chunks with O_DIRECT (bypassing the page cache)");
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: none)");
@@ -110,7 +127,10 @@ int main(int argc, char** argv) {
                  .outage_timeout = std::chrono::seconds(outage_timeout_seconds)},
       .mount_root = mount_root,
       .staging_dir = staging_dir,
-      .tier = {.dir = tier_dir, .capacity_bytes = tier_capacity},
+      .tier = {.dir = tier_dir,
+               .capacity_bytes = tier_capacity,
+               .direct_writes = tier_direct_writes},
+      .fetcher = fetcher,
       .admin_socket = admin_socket,
       .scratch_dir = scratch_dir,
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),

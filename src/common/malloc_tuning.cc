@@ -12,4 +12,6 @@ void TuneMallocForChunkBuffers() {
   mallopt(M_TOP_PAD, 64 << 20);
 }
 
+void KeepChunkBuffersInOneArena() { mallopt(M_ARENA_MAX, 1); }
+
 }  // namespace traincache

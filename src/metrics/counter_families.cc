@@ -26,7 +26,7 @@ std::string NamePart(std::string_view key) {
 CounterNaming NodeCounterNaming() {
   return CounterNaming{
       .prefix = "traincache_node",
-      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images"},
+      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes"},
       .help = {
           {"tier.capacity_bytes", "Bytes the node tier may fill"},
           {"tier.used_bytes", "Bytes of chunks present in the node tier"},
@@ -40,6 +40,8 @@ CounterNaming NodeCounterNaming() {
           {"fetch.coalesced", "Reads that waited for another reader's fetch of the same chunk"},
           {"fetch.prefetches", "Chunks fetched ahead of sequential readers"},
           {"fetch.verify_failures", "Fetched chunks whose bytes did not match their id"},
+          {"fetch.memory_hits", "Chunk reads served from verified chunks held in memory"},
+          {"fetch.memory_bytes", "Bytes of verified chunks held in memory for readers"},
           {"scope.<scope>.commits", "File content commits that succeeded"},
           {"scope.<scope>.commit_conflicts", "Commits that failed (EIO) on a concurrent change"},
           {"scope.<scope>.commit_rebases", "Commits redone after a concurrent change"},

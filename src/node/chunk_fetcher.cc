@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <future>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include <fmt/format.h>
@@ -20,11 +23,18 @@
 namespace traincache::node {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // Readers tracked per content for sequential detection (several processes
 // reading one file each look sequential on their own).
 constexpr size_t kCursorsPerContent = 4;
 // Contents tracked for sequential detection; past this the table starts over.
 constexpr size_t kMaxStreams = 4096;
+// A content read within this long counts as an active stream (the readahead
+// memory is shared among those).
+constexpr auto kActiveStreamAge = std::chrono::seconds(1);
+// How often the active streams are counted again.
+constexpr auto kActiveStreamRecount = std::chrono::milliseconds(100);
 
 // Copies [offset, offset+n) of a chunk whose bytes are `bytes` into `out`;
 // past the end of `bytes` it reads zeros (a short chunk).
@@ -32,6 +42,15 @@ void CopyOut(const std::string& bytes, uint64_t offset, size_t n, char* out) {
   size_t have = offset < bytes.size() ? std::min<size_t>(n, bytes.size() - offset) : 0;
   if (have > 0) std::memcpy(out, bytes.data() + offset, have);
   std::memset(out + have, 0, n - have);
+}
+
+// The key of a chunk in memory: scope, then the id's raw bytes. A scope
+// string never holds '\0'.
+std::string MemoryKey(const Scope& scope, const ChunkId& id) {
+  std::string key = scope.ToString();
+  key.push_back('\0');
+  key.append(id.bytes());
+  return key;
 }
 
 }  // namespace
@@ -91,7 +110,10 @@ class ChunkFetcher::Impl {
     for (uint64_t index = first; index < last; ++index) {
       if (!map->chunks[index].id) continue;
       pool_->Submit([this, key, name, map, index] {
-        if (stopping_ || tier_->Contains(key, *map, index)) return;
+        if (stopping_ || InMemory(key.scope, *map->chunks[index].id) ||
+            tier_->Contains(key, *map, index)) {
+          return;
+        }
         Fetched fetched = FetchOnce(key, name, *map, index, /*prefetch=*/true);
         if (!fetched.status.ok()) {
           // IGNORE_ERROR: a readahead failure only costs the reader a fetch of its own.
@@ -109,7 +131,26 @@ class ChunkFetcher::Impl {
     stats.coalesced = coalesced_.load();
     stats.prefetches = prefetches_.load();
     stats.verify_failures = verify_failures_.load();
+    stats.memory_hits = memory_hits_.load();
+    std::lock_guard<std::mutex> lock(memory_mu_);
+    stats.memory_bytes = memory_used_;
     return stats;
+  }
+
+  void DropScope(const Scope& scope) {
+    std::string prefix = scope.ToString();
+    prefix.push_back('\0');
+    std::lock_guard<std::mutex> lock(memory_mu_);
+    for (auto it = memory_lru_.begin(); it != memory_lru_.end();) {
+      if (it->compare(0, prefix.size(), prefix) == 0) {
+        auto found = memory_.find(*it);
+        memory_used_ -= found->second.bytes->size();
+        memory_.erase(found);
+        it = memory_lru_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
 
  private:
@@ -118,6 +159,7 @@ class ChunkFetcher::Impl {
   struct Fetched {
     absl::Status status;
     std::shared_ptr<const std::string> bytes;
+    bool from_server = false;  // Verified bytes the tier does not hold yet.
   };
   using FlightKey = std::pair<std::string, uint64_t>;  // (image name, chunk index)
 
@@ -128,14 +170,27 @@ class ChunkFetcher::Impl {
   struct Stream {
     Cursor cursors[kCursorsPerContent];
     uint64_t clock = 0;
-    uint64_t ahead_until = 0;              // Chunks below this were already read ahead.
-    std::shared_ptr<const ChunkMap> map;   // Copied once per content, shared by readahead.
+    uint64_t ahead_until = 0;  // Chunks below this were already read ahead.
+    uint32_t window = 0;       // Chunks read ahead of a sequential reader; 0: not yet set.
+    uint64_t grown_at = 0;     // The chunk a sequential reader was in when `window` last grew.
+    Clock::time_point last_read;
+    std::shared_ptr<const ChunkMap> map;  // Copied once per content, shared by readahead.
+  };
+  struct Remembered {
+    std::shared_ptr<const std::string> bytes;
+    std::list<std::string>::iterator lru;
   };
 
   // Copies [in_chunk, in_chunk+n) of non-hole chunk `index` into `out`: from
-  // the tier, else from one fetch shared with every concurrent reader.
+  // memory, else the tier, else from one fetch shared with every concurrent
+  // reader.
   absl::Status ReadChunk(const ContentKey& key, const std::string& name, const ChunkMap& map,
                          uint64_t index, uint64_t in_chunk, size_t n, char* out) {
+    if (std::shared_ptr<const std::string> bytes = Recall(key.scope, *map.chunks[index].id)) {
+      ++memory_hits_;
+      CopyOut(*bytes, in_chunk, n, out);
+      return absl::OkStatus();
+    }
     ASSIGN_OR_RETURN(bool hit, tier_->Read(key, map, index, in_chunk, n, out));
     if (hit) return absl::OkStatus();
     Fetched fetched = FetchOnce(key, name, map, index, /*prefetch=*/false);
@@ -163,21 +218,34 @@ class ChunkFetcher::Impl {
     if (flight.valid()) return flight.get();
 
     Fetched fetched = Fetch(key, name, map, index, prefetch);
+    // Bytes kept in memory are stored in the tier after the waiters have
+    // them: a disk write is no reason to keep a reader waiting. Bytes that
+    // could not be kept are stored first, so that a reader coming after the
+    // flight ends finds them in the tier rather than fetching again.
+    const bool remembered =
+        fetched.from_server && Remember(key.scope, *map.chunks[index].id, fetched.bytes);
+    if (fetched.from_server && !remembered) Store(key, name, map, index, *fetched.bytes);
     {
       // Erased before the waiters wake: a reader that comes after this point
-      // finds the chunk in the tier (or, if it could not be stored, fetches).
+      // finds the chunk in memory or in the tier (or, if neither could keep
+      // it, fetches).
       std::lock_guard<std::mutex> lock(mu_);
       flights_.erase(flight_key);
     }
     promise.set_value(fetched);
+    if (remembered) Store(key, name, map, index, *fetched.bytes);
     return fetched;
   }
 
-  // The leader's work: the tier once more (another flight may have stored
-  // the chunk between our miss and our lead), else the server, verified.
+  // The leader's work: memory or the tier once more (another flight may have
+  // brought the chunk between our miss and our lead), else the server,
+  // verified.
   Fetched Fetch(const ContentKey& key, const std::string& name, const ChunkMap& map,
                 uint64_t index, bool prefetch) {
     const ChunkRef& ref = map.chunks[index];
+    if (std::shared_ptr<const std::string> bytes = Recall(key.scope, *ref.id)) {
+      return Fetched{absl::OkStatus(), std::move(bytes)};
+    }
     if (tier_->Contains(key, map, index)) {
       auto bytes = std::make_shared<std::string>(ref.length, '\0');
       absl::StatusOr<bool> hit = tier_->Read(key, map, index, 0, ref.length, bytes->data());
@@ -185,23 +253,91 @@ class ChunkFetcher::Impl {
     }
     ++fetches_;
     if (prefetch) ++prefetches_;
-    absl::StatusOr<std::string> got = client_->GetChunk(key.scope, *ref.id, 0, 0);
-    if (!got.ok()) return Fetched{got.status(), nullptr};
-    fetched_bytes_ += got->size();
-    if (ChunkId::Of(*got) != *ref.id) {
+    // The server need not hash what we hash anyway. Bytes that do not match
+    // are asked for once more, verified by the server: it then finds (and
+    // sets aside) a corrupt copy on its disk, or the damage was on the way.
+    absl::StatusOr<std::string> got = client_->GetChunkUnverified(key.scope, *ref.id);
+    for (int attempt = 0;; ++attempt) {
+      if (!got.ok()) return Fetched{got.status(), nullptr};
+      fetched_bytes_ += got->size();
+      if (ChunkId::Of(*got) == *ref.id) break;
       ++verify_failures_;
-      return Fetched{absl::DataLossError(fmt::format(
-                         "chunk {} ({}) of {} from the server does not match its id",
-                         index, ref.id->ToHex(), name)),
-                     nullptr};
+      if (attempt == 1) {
+        return Fetched{absl::DataLossError(fmt::format(
+                           "chunk {} ({}) of {} from the server does not match its id",
+                           index, ref.id->ToHex(), name)),
+                       nullptr};
+      }
+      spdlog::warn("chunk {} ({}) of {} from the server does not match its id; asking again, "
+                   "verified by the server", index, ref.id->ToHex(), name);
+      ++fetches_;
+      got = client_->GetChunk(key.scope, *ref.id, 0, 0);
     }
-    absl::Status stored = tier_->Store(key, map, index, *got);
+    return Fetched{absl::OkStatus(), std::make_shared<const std::string>(std::move(*got)),
+                   /*from_server=*/true};
+  }
+
+  void Store(const ContentKey& key, const std::string& name, const ChunkMap& map, uint64_t index,
+             const std::string& bytes) {
+    absl::Status stored = tier_->Store(key, map, index, bytes);
     if (!stored.ok()) {
       // IGNORE_ERROR: the reader still gets the verified bytes; only the
       // caching is lost (a full tier with nothing evictable, a disk error).
       spdlog::warn("node tier: not caching chunk {} of {}: {}", index, name, stored.ToString());
     }
-    return Fetched{absl::OkStatus(), std::make_shared<const std::string>(std::move(*got))};
+  }
+
+  // The verified bytes of chunk `id` of `scope` if they are in memory (and
+  // makes them the most recently used).
+  std::shared_ptr<const std::string> Recall(const Scope& scope, const ChunkId& id) {
+    const std::string mkey = MemoryKey(scope, id);
+    std::lock_guard<std::mutex> lock(memory_mu_);
+    auto it = memory_.find(mkey);
+    if (it == memory_.end()) return nullptr;
+    memory_lru_.splice(memory_lru_.begin(), memory_lru_, it->second.lru);
+    return it->second.bytes;
+  }
+
+  bool InMemory(const Scope& scope, const ChunkId& id) {
+    const std::string mkey = MemoryKey(scope, id);
+    std::lock_guard<std::mutex> lock(memory_mu_);
+    return memory_.contains(mkey);
+  }
+
+  // Keeps verified bytes in memory, dropping the least recently used ones
+  // past options_.memory_bytes. False if they do not fit at all.
+  bool Remember(const Scope& scope, const ChunkId& id, std::shared_ptr<const std::string> bytes) {
+    if (bytes->size() > options_.memory_bytes) return false;
+    std::string mkey = MemoryKey(scope, id);
+    std::lock_guard<std::mutex> lock(memory_mu_);
+    if (memory_.contains(mkey)) return true;
+    while (memory_used_ + bytes->size() > options_.memory_bytes) {
+      auto victim = memory_.find(memory_lru_.back());
+      memory_used_ -= victim->second.bytes->size();
+      memory_.erase(victim);
+      memory_lru_.pop_back();
+    }
+    memory_used_ += bytes->size();
+    memory_lru_.push_front(mkey);
+    memory_.emplace(std::move(mkey), Remembered{std::move(bytes), memory_lru_.begin()});
+    return true;
+  }
+
+  // The most chunks one sequential reader may have read ahead now: its share
+  // of half the memory, within [readahead_chunks, max_readahead_chunks].
+  uint32_t WindowCapLocked(const ChunkMap& map, Clock::time_point now) {
+    if (now - active_counted_at_ >= kActiveStreamRecount) {
+      active_streams_ = 0;
+      for (const auto& [name, stream] : streams_) {
+        if (now - stream.last_read < kActiveStreamAge) ++active_streams_;
+      }
+      active_counted_at_ = now;
+    }
+    const uint64_t share =
+        options_.memory_bytes / 2 / map.chunk_size / std::max<uint64_t>(active_streams_, 1);
+    const uint32_t floor = options_.readahead_chunks;
+    const uint32_t ceiling = std::max(options_.max_readahead_chunks, floor);
+    return static_cast<uint32_t>(std::clamp<uint64_t>(share, floor, ceiling));
   }
 
   // Notes the read [offset, end) of `key` and, if it continues one of the
@@ -216,6 +352,8 @@ class ChunkFetcher::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       if (streams_.size() >= kMaxStreams && !streams_.contains(name)) streams_.clear();
       Stream& stream = streams_[name];
+      const Clock::time_point now = Clock::now();
+      stream.last_read = now;
       Cursor* match = nullptr;
       Cursor* oldest = &stream.cursors[0];
       for (Cursor& cursor : stream.cursors) {
@@ -227,9 +365,21 @@ class ChunkFetcher::Impl {
       cursor->next_offset = end;
       cursor->used = ++stream.clock;
       if (match == nullptr) return;
+      // The window starts small and doubles each time the reader enters a
+      // new chunk: a short sequential read costs little, a long one soon
+      // has enough chunks in flight to keep every fetch thread busy.
+      const uint32_t cap = WindowCapLocked(map, now);
+      if (stream.window == 0) {
+        stream.window = options_.readahead_chunks;
+        stream.grown_at = last;
+      } else if (last > stream.grown_at) {
+        stream.window = std::min<uint32_t>(stream.window * 2, cap);
+        stream.grown_at = last;
+      }
+      stream.window = std::min(stream.window, cap);
       // Chunks already read ahead are skipped, unless this reader is far
       // from them (another reader's window, or an earlier epoch's).
-      to = std::min<uint64_t>(map.chunks.size(), last + 1 + options_.readahead_chunks);
+      to = std::min<uint64_t>(map.chunks.size(), last + 1 + stream.window);
       from = last + 1;
       if (stream.ahead_until > from && stream.ahead_until <= to) from = stream.ahead_until;
       if (from >= to) return;
@@ -247,6 +397,14 @@ class ChunkFetcher::Impl {
   std::mutex mu_;
   std::map<FlightKey, std::shared_future<Fetched>> flights_;  // guarded by mu_
   std::map<std::string, Stream> streams_;                      // guarded by mu_
+  uint64_t active_streams_ = 0;                                // guarded by mu_
+  Clock::time_point active_counted_at_;                        // guarded by mu_
+
+  // Never held with mu_.
+  mutable std::mutex memory_mu_;
+  std::unordered_map<std::string, Remembered> memory_;  // guarded by memory_mu_
+  std::list<std::string> memory_lru_;  // guarded by memory_mu_; front: most recently used
+  uint64_t memory_used_ = 0;           // guarded by memory_mu_
 
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> fetches_{0};
@@ -254,6 +412,7 @@ class ChunkFetcher::Impl {
   std::atomic<uint64_t> coalesced_{0};
   std::atomic<uint64_t> prefetches_{0};
   std::atomic<uint64_t> verify_failures_{0};
+  std::atomic<uint64_t> memory_hits_{0};
 
   // Last: destroyed first, so no task outlives the members it uses.
   std::unique_ptr<ThreadPool> pool_;
@@ -275,5 +434,7 @@ void ChunkFetcher::Prefetch(const ContentKey& key, const ChunkMap& map, uint64_t
 }
 
 FetcherStats ChunkFetcher::Stats() const { return impl_->Stats(); }
+
+void ChunkFetcher::DropScope(const Scope& scope) { impl_->DropScope(scope); }
 
 }  // namespace traincache::node

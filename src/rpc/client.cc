@@ -90,13 +90,15 @@ absl::Status ServerClient::PutChunks(const Scope& scope,
 }
 
 absl::StatusOr<std::string> ServerClient::GetChunk(const Scope& scope, const ChunkId& id,
-                                                   uint64_t offset, uint64_t length) {
+                                                   uint64_t offset, uint64_t length,
+                                                   bool client_verifies) {
   auto ctx = NewContext();
   v1::GetChunkRequest req;
   req.set_scope(scope.ToString());
   req.set_id(std::string(id.bytes()));
   req.set_offset(offset);
   req.set_length(length);
+  req.set_client_verifies(client_verifies);
   auto reader = chunks_->GetChunk(ctx.get(), req);
   std::string out;
   v1::GetChunkResponse piece;

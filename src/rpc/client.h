@@ -78,8 +78,10 @@ class ServerClient {
   // Uploads chunks (each hashed here) in one stream; OK when all are stored.
   absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks);
   // Fetches bytes [offset, offset+length) of a chunk (length 0: to its end).
+  // `client_verifies`: the caller checks the bytes itself, the server need
+  // not (chunk.proto).
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset = 0,
-                                       uint64_t length = 0);
+                                       uint64_t length = 0, bool client_verifies = false);
   // Replaces file `ino`'s content with `data`: chunks it, uploads the chunks
   // the server lacks, commits conditionally on `expected_version`.
   absl::StatusOr<InodeAttr> WriteFile(const Scope& scope, InodeId ino, uint64_t expected_version,

@@ -469,4 +469,15 @@ absl::StatusOr<std::string> GrpcClusterClient::GetChunk(const Scope& scope, cons
   return out;
 }
 
+absl::StatusOr<std::string> GrpcClusterClient::GetChunkUnverified(const Scope& scope,
+                                                                  const ChunkId& id) {
+  std::string out;
+  // Timed as "GetChunk": it is that method on the wire.
+  RETURN_IF_ERROR(Run("GetChunk", Resend::kSafe, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(out, rpc_.GetChunk(scope, id, 0, 0, /*client_verifies=*/true));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 }  // namespace traincache::rpc

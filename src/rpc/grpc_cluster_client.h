@@ -115,6 +115,7 @@ class GrpcClusterClient final : public ClusterClient {
   absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks) override;
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override;
+  absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) override;
 
  private:
   // Whether a request may be sent again after it may have reached the server.

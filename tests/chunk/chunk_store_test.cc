@@ -74,6 +74,16 @@ TEST_P(ChunkStoreConformance, PutGetRoundTrip) {
   EXPECT_EQ(*size, data.size());
 }
 
+TEST_P(ChunkStoreConformance, GetUnverifiedReturnsTheWholeChunk) {
+  const std::string data = RandomBytes(kDefaultChunkSize, 7);
+  ChunkId id = PutOk(project_, data);
+  absl::StatusOr<std::string> got = store_->GetUnverified(project_, id);
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, data);
+  EXPECT_EQ(store_->GetUnverified(project_, ChunkId::Of("never stored")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_P(ChunkStoreConformance, FourMiBChunk) {
   const std::string data = RandomBytes(kDefaultChunkSize, 1);
   ChunkId id = PutOk(project_, data);

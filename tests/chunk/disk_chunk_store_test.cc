@@ -140,6 +140,27 @@ TEST_F(DiskChunkStoreTest, FlippedByteIsDataLoss) {
   EXPECT_TRUE(found) << "no error log naming the chunk";
 }
 
+TEST_F(DiskChunkStoreTest, GetUnverifiedReturnsCorruptBytesAndGetStillCatchesThem) {
+  const std::string data = RandomBytes(100000, 4);
+  ChunkId id = PutOk(project_, data);
+  const std::string path = ChunkPath(project_, id);
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char byte = data[777] ^ 0x10;
+  ASSERT_EQ(pwrite(fd, &byte, 1, 777), 1);
+  close(fd);
+  // The caller verifies: it gets what the disk holds, and nothing is moved.
+  absl::StatusOr<std::string> raw = store_->GetUnverified(project_, id);
+  ASSERT_OK(raw);
+  EXPECT_EQ(raw->size(), data.size());
+  EXPECT_NE(*raw, data);
+  EXPECT_NE(ChunkId::Of(*raw), id);
+  // A verifying Get (what a caller that found the mismatch asks next) still
+  // reports and quarantines it.
+  EXPECT_EQ(store_->Get(project_, id).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_->GetUnverified(project_, id).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(DiskChunkStoreTest, TruncatedChunkIsDataLossAndPutRewritesIt) {
   const std::string data = RandomBytes(4096, 3);
   ChunkId id = PutOk(project_, data);

@@ -55,7 +55,8 @@ TEST(MetricsIntegrationTest, BothDaemonsExportWhatTheMountDid) {
   // First read: the tier misses and the chunks are fetched from the server.
   DropCaches();
   ASSERT_EQ(ReadFile(mnt + "/big.bin"), big);
-  // Second read: served from the node tier.
+  // Second read: served by the node (its fetcher's memory of recent chunks,
+  // or its tier).
   DropCaches();
   ASSERT_EQ(ReadFile(mnt + "/big.bin"), big);
   ASSERT_EQ(ReadFile(mnt + "/small.txt"), small);
@@ -70,8 +71,11 @@ TEST(MetricsIntegrationTest, BothDaemonsExportWhatTheMountDid) {
   EXPECT_EQ(Value(n, "traincache_node_fuse_op_duration_seconds_count{op=\"read\"}"),
             Value(n, "traincache_node_fuse_op_duration_seconds_bucket{op=\"read\",le=\"+Inf\"}"));
   // Tier and fetcher, against the bytes that went through them.
-  EXPECT_GT(Value(n, "traincache_node_tier_hits_total"), 0);
+  EXPECT_GT(Value(n, "traincache_node_tier_hits_total") +
+                Value(n, "traincache_node_fetch_memory_hits_total"),
+            0);
   EXPECT_GT(Value(n, "traincache_node_tier_misses_total"), 0);
+  EXPECT_GT(Value(n, "traincache_node_fetch_memory_bytes"), 0);
   EXPECT_GE(Value(n, "traincache_node_tier_used_bytes"), static_cast<double>(big.size()));
   EXPECT_GE(Value(n, "traincache_node_tier_images"), 1);
   EXPECT_GT(Value(n, "traincache_node_tier_capacity_bytes"), 0);

@@ -26,16 +26,26 @@ using ::traincache::testing::S;
 constexpr uint32_t kChunk = kMinChunkSize;
 
 // Answers GetChunk from another client with one byte flipped (a server, or a
-// wire, that corrupts); every other method is unimplemented.
+// wire, that corrupts); every other method is unimplemented. With
+// `only_unverified`, only GetChunkUnverified's answers are damaged: damage
+// that a fetch the server verifies does not see.
 class CorruptingClient final : public ClusterClient {
  public:
-  explicit CorruptingClient(ClusterClient* inner) : inner_(inner) {}
+  explicit CorruptingClient(ClusterClient* inner, bool only_unverified = false)
+      : inner_(inner), only_unverified_(only_unverified) {}
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override {
     absl::StatusOr<std::string> got = inner_->GetChunk(scope, id, offset, length);
-    if (got.ok() && !got->empty()) (*got)[got->size() / 2] ^= 1;
+    if (got.ok() && !got->empty() && !only_unverified_) (*got)[got->size() / 2] ^= 1;
     return got;
   }
+  absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) override {
+    ++unverified_calls;
+    absl::StatusOr<std::string> got = inner_->GetChunk(scope, id, 0, 0);
+    if (got.ok() && !got->empty()) (*got)[got->size() / 3] ^= 4;
+    return got;
+  }
+  std::atomic<int> unverified_calls{0};
 
 #define TC_UNIMPLEMENTED { return absl::UnimplementedError("CorruptingClient"); }
   absl::StatusOr<OpenScopeResult> OpenScope(const Scope&, bool) override TC_UNIMPLEMENTED
@@ -81,6 +91,7 @@ class CorruptingClient final : public ClusterClient {
 
  private:
   ClusterClient* inner_;
+  const bool only_unverified_;
 };
 
 class ChunkFetcherTest : public ::testing::Test {
@@ -102,6 +113,15 @@ class ChunkFetcherTest : public ::testing::Test {
   std::unique_ptr<ChunkFetcher> NewFetcher(ClusterClient* client, uint32_t readahead) {
     return std::make_unique<ChunkFetcher>(client, tier_.get(),
                                           ChunkFetcher::Options{4, readahead});
+  }
+
+  // Reads chunk `index` whole and checks its bytes.
+  void ReadWholeChunk(ChunkFetcher& fetcher, uint64_t index) {
+    std::string out(kChunk, 'x');
+    absl::StatusOr<size_t> n = fetcher.Read(key_, map_, index * kChunk, kChunk, out.data());
+    ASSERT_OK(n);
+    ASSERT_EQ(*n, kChunk);
+    ASSERT_EQ(out, bytes_.substr(index * kChunk, kChunk)) << index;
   }
 
   // Waits up to 10 s for `pred`.
@@ -186,12 +206,29 @@ TEST_F(ChunkFetcherTest, CorruptBytesFromTheServerAreDataLossAndNotStored) {
   EXPECT_CODE(fetcher->Read(key_, map_, 0, out.size(), out.data()), absl::StatusCode::kDataLoss);
   EXPECT_FALSE(tier_->Contains(key_, map_, 0));
   EXPECT_EQ(tier_->Stats().used_bytes, 0u);
-  EXPECT_EQ(fetcher->Stats().verify_failures, 1u);
+  // The unverified copy, then the one the server verified: both wrong.
+  EXPECT_EQ(fetcher->Stats().verify_failures, 2u);
   // The right server afterwards: the bytes arrive and are cached.
   auto good = NewFetcher(&client_, 0);
   ASSERT_OK(good->Read(key_, map_, 0, out.size(), out.data()));
   EXPECT_EQ(out, bytes_.substr(0, 100));
   EXPECT_TRUE(tier_->Contains(key_, map_, 0));
+}
+
+TEST_F(ChunkFetcherTest, BadUnverifiedBytesAreFetchedAgainVerifiedByTheServer) {
+  MakeContent(kChunk, 12);
+  CorruptingClient client(&client_, /*only_unverified=*/true);
+  auto fetcher = NewFetcher(&client, 0);
+  std::string out(bytes_.size(), 'x');
+  ASSERT_OK(fetcher->Read(key_, map_, 0, out.size(), out.data()));
+  EXPECT_EQ(out, bytes_);
+  EXPECT_EQ(client.unverified_calls.load(), 1);
+  EXPECT_EQ(client_.Calls("GetChunk"), 2u);  // The unverified try and the verified one.
+  EXPECT_EQ(fetcher->Stats().verify_failures, 1u);
+  EXPECT_TRUE(tier_->Contains(key_, map_, 0));
+  std::string again(bytes_.size(), 'x');
+  ASSERT_TRUE(tier_->Read(key_, map_, 0, 0, again.size(), again.data()).value_or(false));
+  EXPECT_EQ(again, bytes_);
 }
 
 TEST_F(ChunkFetcherTest, SequentialReadsFetchAhead) {
@@ -315,6 +352,109 @@ TEST_F(ChunkFetcherTest, CorruptTierChunkAfterRestartIsFetchedAgain) {
   EXPECT_EQ(out, bytes_);
   EXPECT_EQ(client_.Calls("GetChunk"), calls + 1);  // Only the corrupt chunk.
   EXPECT_EQ(tier_->Stats().corrupt_chunks, 1u);
+}
+
+TEST_F(ChunkFetcherTest, ReadersFollowingReadaheadCopyFromMemory) {
+  MakeContent(8 * kChunk, 13);
+  auto fetcher = NewFetcher(&client_, /*readahead=*/4);
+  ReadWholeChunk(*fetcher, 0);
+  ASSERT_TRUE(Eventually([&] { return client_.Calls("GetChunk") >= 5; }));
+  ASSERT_TRUE(Eventually([&] { return tier_->Contains(key_, map_, 4); }));
+  const uint64_t tier_hits = tier_->Stats().hits;
+  for (uint64_t i = 1; i < 8; ++i) ReadWholeChunk(*fetcher, i);
+  EXPECT_EQ(tier_->Stats().hits, tier_hits);  // From memory (or a flight), not the tier.
+  EXPECT_GE(fetcher->Stats().memory_hits, 4u);  // Chunks 1-4 at least were there in time.
+  fetcher.reset();
+  EXPECT_EQ(client_.Calls("GetChunk"), 8u);
+  EXPECT_TRUE(tier_->Complete(key_, map_));  // Stored as well.
+}
+
+TEST_F(ChunkFetcherTest, ReadaheadWindowDoublesWhileTheReaderStaysSequential) {
+  MakeContent(32 * kChunk, 14);
+  auto fetcher = std::make_unique<ChunkFetcher>(
+      &client_, tier_.get(),
+      ChunkFetcher::Options{.threads = 4, .readahead_chunks = 1, .max_readahead_chunks = 8});
+  // Windows: 1 (chunk 1), 2 (to 3), 4 (to 6), then 8 (to 11), the cap.
+  for (uint64_t i = 0; i < 4; ++i) ReadWholeChunk(*fetcher, i);
+  ASSERT_TRUE(Eventually([&] { return tier_->Contains(key_, map_, 11); }));
+  fetcher.reset();
+  EXPECT_EQ(client_.Calls("GetChunk"), 12u);
+  EXPECT_EQ(tier_->Contains(key_, map_, 12), false);
+}
+
+TEST_F(ChunkFetcherTest, ReadaheadAndMemoryStayWithinTheMemoryBudget) {
+  MakeContent(24 * kChunk, 15);
+  auto fetcher = std::make_unique<ChunkFetcher>(
+      &client_, tier_.get(),
+      ChunkFetcher::Options{.threads = 4,
+                            .readahead_chunks = 1,
+                            .max_readahead_chunks = 16,
+                            .memory_bytes = 4 * kChunk});
+  // Half of 4 chunks for the one reader: a window of 2, however long it reads.
+  for (uint64_t i = 0; i < 8; ++i) {
+    ReadWholeChunk(*fetcher, i);
+    EXPECT_LE(fetcher->Stats().memory_bytes, 4 * kChunk);
+  }
+  fetcher.reset();  // Drops readahead still queued.
+  EXPECT_LE(client_.Calls("GetChunk"), 10u);  // Chunks 0-9 at most: 0-7, then a window of 2.
+  EXPECT_GE(client_.Calls("GetChunk"), 8u);
+}
+
+TEST_F(ChunkFetcherTest, BadBytesAreNotKeptInMemory) {
+  MakeContent(kChunk, 16);
+  CorruptingClient corrupting(&client_);
+  auto fetcher = NewFetcher(&corrupting, 0);
+  std::string out(100, 'x');
+  EXPECT_CODE(fetcher->Read(key_, map_, 0, out.size(), out.data()), absl::StatusCode::kDataLoss);
+  EXPECT_CODE(fetcher->Read(key_, map_, 0, out.size(), out.data()), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(fetcher->Stats().memory_bytes, 0u);
+  EXPECT_EQ(fetcher->Stats().memory_hits, 0u);
+  EXPECT_EQ(tier_->Stats().used_bytes, 0u);
+}
+
+TEST_F(ChunkFetcherTest, DropScopeForgetsTheChunksInMemory) {
+  MakeContent(2 * kChunk, 17);
+  auto fetcher = NewFetcher(&client_, 0);
+  ReadWholeChunk(*fetcher, 0);
+  EXPECT_EQ(fetcher->Stats().memory_bytes, kChunk);
+  fetcher->DropScope(S("project:other"));
+  EXPECT_EQ(fetcher->Stats().memory_bytes, kChunk);
+  fetcher->DropScope(scope_);
+  EXPECT_EQ(fetcher->Stats().memory_bytes, 0u);
+  const uint64_t tier_hits = tier_->Stats().hits;
+  ReadWholeChunk(*fetcher, 0);
+  EXPECT_EQ(tier_->Stats().hits, tier_hits + 1);
+}
+
+TEST_F(ChunkFetcherTest, WithoutMemoryChunksAreStoredBeforeReadersGetThem) {
+  MakeContent(4 * kChunk, 18);
+  auto fetcher = std::make_unique<ChunkFetcher>(
+      &client_, tier_.get(), ChunkFetcher::Options{.threads = 2, .memory_bytes = 0});
+  for (uint64_t i = 0; i < 4; ++i) {
+    ReadWholeChunk(*fetcher, i);
+    EXPECT_TRUE(tier_->Contains(key_, map_, i));
+  }
+  fetcher.reset();
+  EXPECT_EQ(client_.Calls("GetChunk"), 4u);
+}
+
+TEST_F(ChunkFetcherTest, DestroyingTheFetcherDropsQueuedReadahead) {
+  MakeContent(20 * kChunk, 19);
+  client_.SetHook([](std::string_view op) {
+    if (op == "GetChunk") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  auto fetcher = std::make_unique<ChunkFetcher>(
+      &client_, tier_.get(),
+      ChunkFetcher::Options{.threads = 1, .readahead_chunks = 16, .max_readahead_chunks = 16});
+  std::string out(100, 'x');
+  ASSERT_OK(fetcher->Read(key_, map_, 0, out.size(), out.data()));  // Queues 16 readaheads.
+  const auto start = std::chrono::steady_clock::now();
+  fetcher.reset();
+  const auto took = std::chrono::steady_clock::now() - start;
+  client_.SetHook(nullptr);
+  // The one fetch running finishes; the queued ones never start.
+  EXPECT_LE(client_.Calls("GetChunk"), 3u);
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
 }
 
 }  // namespace

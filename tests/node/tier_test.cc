@@ -7,7 +7,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -51,7 +54,9 @@ Content MakeContent(const Scope& scope, InodeId ino, uint64_t version, uint64_t 
   return c;
 }
 
-enum class TierKind { kMemory, kDisk };
+// kDisk writes chunks with O_DIRECT (where the file system takes it),
+// kDiskBuffered through the page cache.
+enum class TierKind { kMemory, kDisk, kDiskBuffered };
 
 class TierConformance : public ::testing::TestWithParam<TierKind> {
  protected:
@@ -59,10 +64,11 @@ class TierConformance : public ::testing::TestWithParam<TierKind> {
 
   void Open(uint64_t capacity) {
     tier_.reset();
-    if (GetParam() == TierKind::kDisk) {
+    if (GetParam() != TierKind::kMemory) {
       DiskTierOptions options;
       options.dir = dir_.path() + "/tier";
       options.capacity_bytes = capacity;
+      options.direct_writes = GetParam() == TierKind::kDisk;
       absl::StatusOr<std::unique_ptr<NodeTier>> tier = OpenDiskTier(options);
       ASSERT_OK(tier);
       tier_ = std::move(*tier);
@@ -236,9 +242,15 @@ TEST_P(TierConformance, NeverEvictsTheImageBeingStoredInto) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiers, TierConformance,
-                         ::testing::Values(TierKind::kMemory, TierKind::kDisk),
+                         ::testing::Values(TierKind::kMemory, TierKind::kDisk,
+                                           TierKind::kDiskBuffered),
                          [](const auto& info) {
-                           return info.param == TierKind::kMemory ? "Memory" : "Disk";
+                           switch (info.param) {
+                             case TierKind::kMemory: return "Memory";
+                             case TierKind::kDisk: return "Disk";
+                             case TierKind::kDiskBuffered: return "DiskBuffered";
+                           }
+                           return "?";
                          });
 
 // ---- disk tier only ----
@@ -454,6 +466,33 @@ TEST_F(DiskTierTest, ImagesAreSparse) {
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), c.bytes.size());
   EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, 4 * kChunk);
   EXPECT_EQ(ReadChunk(c, 5), std::string(c.Chunk(5)));
+}
+
+// Direct writes leave the image's page cache empty: the bytes are not held
+// in RAM a second time (the reader's own page cache has them).
+TEST_F(DiskTierTest, StoredChunksDoNotFillThePageCache) {
+  struct statfs fs;
+  ASSERT_EQ(statfs(dir_.path().c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "on tmpfs the page cache is the storage";
+  Content c = MakeContent(scope_, 2, 1, 16 * kChunk - 1000, 8);  // Short last chunk.
+  StoreAll(c);
+  const std::string path = tier_->ImagePath(c.key);
+  int fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  void* map = mmap(nullptr, c.bytes.size(), PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((c.bytes.size() + page - 1) / page);
+  ASSERT_EQ(mincore(map, c.bytes.size(), resident.data()), 0);
+  size_t in_cache = 0;
+  for (unsigned char r : resident) in_cache += r & 1;
+  munmap(map, c.bytes.size());
+  close(fd);
+  // At most the unaligned tail of the last chunk went through the cache.
+  EXPECT_LE(in_cache, 1u) << "of " << resident.size() << " pages";
+  for (uint64_t i = 0; i < c.map.chunks.size(); ++i) {
+    EXPECT_EQ(ReadChunk(c, i), std::string(c.Chunk(i))) << i;
+  }
 }
 
 TEST_F(DiskTierTest, CapacityZeroIsMostOfTheFilesystem) {

@@ -264,6 +264,12 @@ TEST_P(ClusterClientConformanceTest, WritesChunksCommitsAndReadsBack) {
 
   EXPECT_EQ(client().GetChunk(scope(), ChunkId::Of("never stored"), 0, 0).status().code(),
             absl::StatusCode::kNotFound);
+  // What the node's fetcher asks (it verifies the bytes itself).
+  auto whole = client().GetChunkUnverified(scope(), ids[3]);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(*whole, data.substr(3 * chunk));
+  EXPECT_EQ(client().GetChunkUnverified(scope(), ChunkId::Of("never stored")).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_P(ClusterClientConformanceTest, MovesChunksLargerThanOneMessagePiece) {

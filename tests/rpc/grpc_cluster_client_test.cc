@@ -4,7 +4,10 @@
 // wrong token is UNAUTHENTICATED at once.
 #include "rpc/grpc_cluster_client.h"
 
+#include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -221,6 +224,33 @@ TEST_F(GrpcOutageTest, WrongTokenIsUnauthenticatedAtOnce) {
   absl::Status put = client->PutChunks(scope_, {"x"});
   EXPECT_EQ(put.code(), absl::StatusCode::kUnauthenticated) << put;
   EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+// A chunk file damaged on the server's disk: the unverified fetch (the node
+// verifies) gets the damaged bytes as they are; the verified one is
+// DATA_LOSS, never the bytes, and the server sets the file aside.
+TEST_F(GrpcOutageTest, CorruptChunkOnTheServerIsDataLossOnlyWhenTheServerVerifies) {
+  auto client = NewClient(milliseconds(10'000));
+  ASSERT_TRUE(client->OpenScope(scope_, /*create=*/true).ok());
+  std::string chunk(300'000, '\0');
+  for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>(i * 7919 + i / 251);
+  const ChunkId id = ChunkId::Of(chunk);
+  ASSERT_TRUE(client->PutChunks(scope_, {chunk}).ok());
+  const std::string hex = id.ToHex();
+  const std::string path = fmt::format("{}/chunks/project/outage/{}/{}/{}", dir_.Sub("data"),
+                                       hex.substr(0, 2), hex.substr(2, 2), hex);
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
+  char byte = chunk[1234] ^ 0x40;
+  ASSERT_EQ(pwrite(fd, &byte, 1, 1234), 1);
+  close(fd);
+
+  auto raw = client->GetChunkUnverified(scope_, id);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->size(), chunk.size());
+  EXPECT_NE(ChunkId::Of(*raw), id);
+  EXPECT_EQ(client->GetChunk(scope_, id, 0, 0).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(client->GetChunkUnverified(scope_, id).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace
