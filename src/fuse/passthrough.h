@@ -124,18 +124,20 @@ class Passthrough {
   std::atomic<uint64_t> init_unique_{0};
   std::atomic<bool> kernel_offers_{false};
 
+  // Held around the backing ioctls; never across a write to /dev/fuse nor
+  // while a lease is given back (the tier's lock is never taken under it).
   mutable std::mutex mu_;
-  std::unordered_map<uint64_t, InodeMode> inodes_;                    // guarded by mu_
   struct HandleMode {
     uint64_t ino = 0;
     Mode mode = Mode::kCached;
     bool writable = false;
   };
-  std::unordered_map<uint64_t, HandleMode> handles_;  // guarded by mu_
-  std::unordered_map<uint64_t, int> pending_;        // fh -> backing id, until its reply
-  std::unordered_set<uint64_t> open_uniques_;        // OPEN requests not yet answered
-  std::atomic<size_t> open_uniques_size_{0};
-  PassthroughStats stats_;                           // guarded by mu_
+  std::unordered_map<uint64_t, InodeMode> inodes_;    // guarded by mu_
+  std::unordered_map<uint64_t, HandleMode> handles_;  // fh -> mode; guarded by mu_
+  std::unordered_map<uint64_t, int> pending_;         // fh -> backing id until its reply; mu_
+  std::unordered_set<uint64_t> open_uniques_;         // OPEN/CREATE not yet answered; mu_
+  std::atomic<size_t> open_uniques_size_{0};          // its size, read without mu_
+  PassthroughStats stats_;                            // guarded by mu_
 };
 
 }  // namespace traincache::fuse
