@@ -357,6 +357,10 @@ TEST_P(ClusterClientConformanceTest, CommitsSmallChunksInOneCall) {
   auto piece = client().GetChunk(scope(), ChunkId::Of(tail), 10, 20);
   ASSERT_TRUE(piece.ok()) << piece.status();
   EXPECT_EQ(*piece, tail.substr(10, 20));
+  // The node's unhashed read (tier misses) finds small chunks too.
+  auto raw = client().GetChunkUnverified(scope(), ChunkId::Of(tail));
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(*raw, tail);
 
   // A small chunk the commit does not reference is refused; nothing changes.
   auto stray = client().CommitContentWithSmallChunks(
