@@ -72,6 +72,12 @@ class ChunkStore {
 // `data` is over kMaxChunkSize or does not hash to `id`.
 absl::Status ValidateChunkBytes(const Scope& scope, const ChunkId& id, std::string_view data);
 
+// How many bytes a Get of [offset, offset+length) (length 0: to the end)
+// returns from chunk `id` of `size` bytes; INVALID_ARGUMENT if offset is past
+// the end. What every ChunkStore::Get clips by.
+absl::StatusOr<uint64_t> ChunkSliceLength(const Scope& scope, const ChunkId& id, uint64_t size,
+                                          uint64_t offset, uint64_t length);
+
 // The in-memory twin. Never fails.
 std::unique_ptr<ChunkStore> NewMemoryChunkStore();
 

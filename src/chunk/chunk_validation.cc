@@ -17,4 +17,15 @@ absl::Status ValidateChunkBytes(const Scope& scope, const ChunkId& id, std::stri
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint64_t> ChunkSliceLength(const Scope& scope, const ChunkId& id, uint64_t size,
+                                          uint64_t offset, uint64_t length) {
+  if (offset > size) {
+    return absl::InvalidArgumentError(
+        fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset, id.ToHex(),
+                    scope.ToString(), size));
+  }
+  const uint64_t available = size - offset;
+  return (length == 0 || length > available) ? available : length;
+}
+
 }  // namespace traincache

@@ -395,15 +395,8 @@ class DiskChunkStore final : public ChunkStore {
   absl::StatusOr<std::string> Get(const Scope& scope, const ChunkId& id, uint64_t offset,
                                   uint64_t length) override {
     ASSIGN_OR_RETURN(std::string buf, ReadWhole(scope, id, /*verify=*/true));
-    const uint64_t size = buf.size();
-    if (offset > size) {
-      return absl::InvalidArgumentError(
-          fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset,
-                      id.ToHex(), scope.ToString(), size));
-    }
-    const uint64_t available = size - offset;
-    const uint64_t n = (length == 0 || length > available) ? available : length;
-    if (offset == 0 && n == size) return buf;
+    ASSIGN_OR_RETURN(uint64_t n, ChunkSliceLength(scope, id, buf.size(), offset, length));
+    if (offset == 0 && n == buf.size()) return buf;
     return buf.substr(offset, n);
   }
 

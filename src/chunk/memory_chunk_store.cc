@@ -46,13 +46,7 @@ class MemoryChunkStore final : public ChunkStore {
     }
     // No hash check: the bytes were verified by Put and nothing can change
     // them in memory.
-    if (offset > data->size()) {
-      return absl::InvalidArgumentError(
-          fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset, id.ToHex(),
-                      scope.ToString(), data->size()));
-    }
-    uint64_t available = data->size() - offset;
-    uint64_t n = (length == 0 || length > available) ? available : length;
+    ASSIGN_OR_RETURN(uint64_t n, ChunkSliceLength(scope, id, data->size(), offset, length));
     return data->substr(offset, n);
   }
 

@@ -26,15 +26,8 @@ class SmallChunkAwareStore final : public ChunkStore {
       return absl::DataLossError(fmt::format("small chunk {} of {}: content does not match its id",
                                              id.ToHex(), scope.ToString()));
     }
-    const uint64_t size = small->size();
-    if (offset > size) {
-      return absl::InvalidArgumentError(
-          fmt::format("offset {} is past the end of chunk {} of {} ({} bytes)", offset,
-                      id.ToHex(), scope.ToString(), size));
-    }
-    const uint64_t available = size - offset;
-    const uint64_t n = (length == 0 || length > available) ? available : length;
-    if (offset == 0 && n == size) return *std::move(small);
+    ASSIGN_OR_RETURN(uint64_t n, ChunkSliceLength(scope, id, small->size(), offset, length));
+    if (offset == 0 && n == small->size()) return *std::move(small);
     return small->substr(offset, n);
   }
 
