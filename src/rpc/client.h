@@ -39,6 +39,10 @@ inline constexpr size_t kChunkPieceBytes = 4 << 20;
 // HasChunks takes at most this many ids per call.
 inline constexpr size_t kMaxHasChunksIds = 1024;
 
+// The metadata key of a node daemon's id on its namespace calls, so that the
+// server's change feed does not send a node its own changes (namespace.proto).
+inline constexpr char kNodeIdMetadata[] = "traincache-node-id";
+
 struct ClientOptions {
   std::string target;  // "host:port" or "unix:/path/to/socket"
   std::string token;   // sent as "authorization: Bearer <token>"

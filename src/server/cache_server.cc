@@ -152,6 +152,9 @@ void CacheServer::Shutdown() {
   cv_.notify_all();
   // No scrape reads the stores or the counters past this line.
   if (metrics_) metrics_->Stop();
+  // Change feed streams never end by themselves: end them first, so the
+  // nodes learn at once that they must fall back to short cache times.
+  if (context_) context_->feed().Close();
   // Running calls get up to 5 s to finish, then are cancelled. (gRPC 1.51
   // also waits this long while an idle TCP client stays connected.)
   if (grpc_server_) {

@@ -1,6 +1,9 @@
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cerrno>
+#include <mutex>
+#include <optional>
 #include <set>
 
 #include "rpc/convert.h"
@@ -46,6 +49,119 @@ absl::StatusOr<T> StaleIfDirGone(ServiceContext& ctx, const Scope& scope,
   if (result.ok()) return result;
   return StaleIfDirGone(ctx, scope, dirs, result.status());
 }
+
+// Tells the scope's watchers what the call changed (change_feed.h). Called
+// once the store applied the change and before the call is answered, so the
+// other nodes' invalidation is under way when the caller learns of success.
+void Publish(ServiceContext& ctx, grpc::CallbackServerContext* c, const Scope& scope,
+             std::vector<FeedChange> changes) {
+  ctx.feed().Publish(scope, ServiceContext::NodeIdOf(c), std::move(changes));
+}
+
+// A WatchScope call: the feed hands it batches (one at a time) and it writes
+// them. Finish is never called while a write is outstanding: an end that
+// comes then (the feed closing, a cancel) waits for OnWriteDone.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::ScopeChanges> {
+ public:
+  WatchReactor(ServiceContext* ctx, grpc::CallbackServerContext* call,
+               const v1::WatchScopeRequest* req)
+      : ctx_(ctx) {
+    absl::Status status = Start(call, *req);
+    if (!status.ok()) End(status);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<absl::Status> finish;
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+      if (!ok && !finishing_) finishing_ = absl::CancelledError("the watcher went away");
+      if (finishing_ && !finished_) {
+        finished_ = true;
+        finish = finishing_;
+      }
+    }
+    if (finish) {
+      status_ = *finish;
+      Finish(rpc::ToGrpcStatus(*finish));
+      return;
+    }
+    ctx_->feed().SendDone(id_.load());
+  }
+
+  void OnCancel() override { End(absl::CancelledError("the watcher cancelled")); }
+
+  void OnDone() override {
+    // After this no batch is handed to the reactor any more.
+    if (uint64_t id = id_.load(); id != 0) ctx_->feed().Unwatch(id);
+    ctx_->Finished("rpc.WatchScope", status_, started_);
+    delete this;
+  }
+
+ private:
+  absl::Status Start(grpc::CallbackServerContext* call, const v1::WatchScopeRequest& req) {
+    RETURN_IF_ERROR(ctx_->CheckAuth(call));
+    ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req.scope()));
+    if (req.node_id().empty() || req.node_id().size() > 256) {
+      return absl::InvalidArgumentError(
+          fmt::format("node_id must be 1..256 bytes, got {}", req.node_id().size()));
+    }
+    // Only a scope that exists: its watchers are nodes that mounted it.
+    RETURN_IF_ERROR(ctx_->meta().OpenScope(scope, /*create=*/false).status());
+    const uint64_t id = ctx_->feed().Watch(
+        scope, req.node_id(), [this](uint64_t id, FeedBatch batch) { Send(id, std::move(batch)); },
+        [this] { End(absl::UnavailableError("the server is stopping")); });
+    if (id == 0) return absl::UnavailableError("the server is stopping");
+    id_.store(id);
+    ctx_->counters().Add("feed.watches");
+    return absl::OkStatus();
+  }
+
+  // From the feed, never two at once (the feed waits for SendDone).
+  void Send(uint64_t id, FeedBatch batch) {
+    id_.store(id);  // The start batch comes before Watch has returned the id.
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || finishing_) return;
+      writing_ = true;
+    }
+    msg_.Clear();
+    msg_.set_start(batch.start);
+    msg_.set_lost(batch.lost);
+    for (auto& [parent, name] : batch.entries) {
+      v1::EntryChange* e = msg_.add_entries();
+      e->set_parent(parent);
+      e->set_name(std::move(name));
+    }
+    for (InodeId ino : batch.inodes) msg_.add_inodes(ino);
+    ctx_->counters().Add("feed.messages");
+    ctx_->counters().Add("feed.changes", batch.entries.size() + batch.inodes.size());
+    if (batch.lost) ctx_->counters().Add("feed.lost");
+    StartWrite(&msg_);
+  }
+
+  void End(const absl::Status& status) {
+    {
+      std::lock_guard lock(mu_);
+      if (finished_ || finishing_) return;
+      finishing_ = status;
+      if (writing_) return;  // OnWriteDone finishes.
+      finished_ = true;
+    }
+    status_ = status;
+    Finish(rpc::ToGrpcStatus(status));
+  }
+
+  ServiceContext* ctx_;
+  const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
+  std::atomic<uint64_t> id_{0};
+  v1::ScopeChanges msg_;  // The one write outstanding.
+  absl::Status status_;   // What the stream ended with (for its counters).
+  std::mutex mu_;
+  bool writing_ = false;                   // guarded by mu_
+  std::optional<absl::Status> finishing_;  // guarded by mu_: Finish wanted with this
+  bool finished_ = false;                  // guarded by mu_: Finish called
+};
 
 }  // namespace
 
@@ -104,6 +220,7 @@ grpc::ServerUnaryReactor* NamespaceService::SetAttr(grpc::CallbackServerContext*
     if (req->has_atime()) set.atime = FromProto(req->atime());
     if (req->has_mtime()) set.mtime = FromProto(req->mtime());
     ASSIGN_OR_RETURN(InodeAttr attr, ctx_->meta().SetAttr(scope, req->ino(), set));
+    Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -135,6 +252,7 @@ grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c
     ASSIGN_OR_RETURN(InodeAttr attr, StaleIfDirGone(*ctx_, scope, {req->parent()},
                                     ctx_->meta().Mkdir(scope, req->parent(), req->name(),
                                                        req->mode(), CallerOf(req->caller()))));
+    Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -151,6 +269,7 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
                                     ctx_->meta().Create(scope, req->parent(), req->name(),
                                                         req->mode(), CallerOf(req->caller()),
                                                         req->exclusive())));
+    if (r.created) Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(r.attr, resp->mutable_attr());
     resp->set_created(r.created);
     return absl::OkStatus();
@@ -164,6 +283,9 @@ grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* 
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(UnlinkResult r, StaleIfDirGone(*ctx_, scope, {req->parent()}, ctx_->meta().Unlink(scope, req->parent(), req->name())));
+    std::vector<FeedChange> changes = {FeedChange::Entry(req->parent(), req->name())};
+    if (r.ino != 0) changes.push_back(FeedChange::Inode(r.ino));  // One link less.
+    Publish(*ctx_, c, scope, std::move(changes));
     resp->set_ino(r.ino);
     resp->set_nlink(r.nlink);
     resp->set_orphaned(r.orphaned);
@@ -176,8 +298,10 @@ grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c
   return ctx_->Unary(c, "rpc.Rmdir", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    return StaleIfDirGone(*ctx_, scope, {req->parent()},
-                          ctx_->meta().Rmdir(scope, req->parent(), req->name()));
+    RETURN_IF_ERROR(StaleIfDirGone(*ctx_, scope, {req->parent()},
+                                   ctx_->meta().Rmdir(scope, req->parent(), req->name())));
+    Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
+    return absl::OkStatus();
   });
 }
 
@@ -193,6 +317,10 @@ grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* 
                                     ctx_->meta().Rename(scope, req->parent(), req->name(),
                                                         req->new_parent(), req->new_name(),
                                                         req->flags())));
+    std::vector<FeedChange> changes = {FeedChange::Entry(req->parent(), req->name()),
+                                       FeedChange::Entry(req->new_parent(), req->new_name())};
+    if (r.ino != 0) changes.push_back(FeedChange::Inode(r.ino));  // Replaced: one link less.
+    Publish(*ctx_, c, scope, std::move(changes));
     resp->set_ino(r.ino);
     resp->set_nlink(r.nlink);
     resp->set_orphaned(r.orphaned);
@@ -210,6 +338,7 @@ grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext*
                      StaleIfDirGone(*ctx_, scope, {req->parent()},
                                     ctx_->meta().Symlink(scope, req->parent(), req->name(),
                                                          req->target(), CallerOf(req->caller()))));
+    Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -237,6 +366,8 @@ grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
     ASSIGN_OR_RETURN(InodeAttr attr,
                      StaleIfDirGone(*ctx_, scope, {req->ino(), req->new_parent()},
                                     ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name())));
+    Publish(*ctx_, c, scope,
+            {FeedChange::Entry(req->new_parent(), req->new_name()), FeedChange::Inode(req->ino())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -259,7 +390,10 @@ grpc::ServerUnaryReactor* NamespaceService::SetXattr(grpc::CallbackServerContext
   return ctx_->Unary(c, "rpc.SetXattr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
-    return ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags());
+    RETURN_IF_ERROR(
+        ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags()));
+    Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
+    return absl::OkStatus();
   });
 }
 
@@ -280,7 +414,9 @@ grpc::ServerUnaryReactor* NamespaceService::RemoveXattr(grpc::CallbackServerCont
   return ctx_->Unary(c, "rpc.RemoveXattr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
-    return ctx_->meta().RemoveXattr(scope, req->ino(), req->name());
+    RETURN_IF_ERROR(ctx_->meta().RemoveXattr(scope, req->ino(), req->name()));
+    Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
+    return absl::OkStatus();
   });
 }
 
@@ -369,6 +505,7 @@ grpc::ServerUnaryReactor* NamespaceService::CommitContent(grpc::CallbackServerCo
       ctx_->counters().Add("chunk.put.count", small.size());
       ctx_->counters().Add("chunk.put.small_count", small.size());
     }
+    Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
   });
@@ -382,6 +519,11 @@ grpc::ServerUnaryReactor* NamespaceService::ReleaseInode(grpc::CallbackServerCon
     RETURN_IF_ERROR(CheckIno(req->ino()));
     return ctx_->meta().ReleaseInode(scope, req->ino());
   });
+}
+
+grpc::ServerWriteReactor<v1::ScopeChanges>* NamespaceService::WatchScope(
+    grpc::CallbackServerContext* c, const v1::WatchScopeRequest* req) {
+  return new WatchReactor(ctx_, c, req);
 }
 
 }  // namespace traincache::server

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "metrics/latency_histograms.h"
+#include "rpc/client.h"
 #include "rpc/convert.h"
 #include "traincache/status.h"
 #include "traincache/v1/admin.grpc.pb.h"
@@ -42,6 +43,13 @@ absl::Status ServiceContext::CheckAuth(const grpc::CallbackServerContext* ctx) c
     return absl::UnauthenticatedError("wrong bearer token");
   }
   return absl::OkStatus();
+}
+
+std::string ServiceContext::NodeIdOf(const grpc::CallbackServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(rpc::kNodeIdMetadata);
+  if (it == md.end()) return "";
+  return std::string(it->second.data(), it->second.size());
 }
 
 absl::StatusOr<Scope> ServiceContext::ParseScope(const std::string& text) {

@@ -24,6 +24,7 @@
 #include "common/thread_pool.h"
 #include "rpc/status_convert.h"
 #include "server/affinity.h"
+#include "server/change_feed.h"
 #include "traincache/chunk_store.h"
 #include "traincache/metadata_store.h"
 #include "traincache/scope.h"
@@ -62,9 +63,15 @@ class ServiceContext {
   Counters& counters() { return counters_; }
   ThreadPool& pool() { return pool_; }
   PinRegistry& pins() { return *options_.pins; }
+  // The scopes' change feed: mutations publish to it, WatchScope reads it.
+  ChangeFeed& feed() { return feed_; }
 
   // OK iff the call carries "authorization: Bearer <token>".
   absl::Status CheckAuth(const grpc::CallbackServerContext* ctx) const;
+
+  // The caller's node id (its `traincache-node-id` metadata), or "" if it
+  // sent none: whose changes a change feed watcher is not sent back.
+  static std::string NodeIdOf(const grpc::CallbackServerContext* ctx);
 
   // Parses the scope of a request; counts and explains a bad one.
   absl::StatusOr<Scope> ParseScope(const std::string& text);
@@ -103,6 +110,7 @@ class ServiceContext {
   std::unique_ptr<metrics::LatencyHistograms> latency_;  // null without metrics
   std::mutex locks_mu_;
   std::map<std::string, std::unique_ptr<std::shared_mutex>> scope_locks_;  // guarded by locks_mu_
+  ChangeFeed feed_;
   ThreadPool pool_;  // Last: its threads stop before the rest goes away.
 };
 

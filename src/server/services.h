@@ -48,6 +48,10 @@ class NamespaceService final : public v1::Namespace::CallbackService {
   Reactor* GetChunkMap(Ctx*, const v1::GetAttrRequest*, v1::ChunkMapResponse*) override;
   Reactor* CommitContent(Ctx*, const v1::CommitRequest*, v1::AttrResponse*) override;
   Reactor* ReleaseInode(Ctx*, const v1::GetAttrRequest*, v1::Empty*) override;
+  // Streams the scope's change feed (ctx->feed()) until the caller cancels
+  // or the feed closes.
+  grpc::ServerWriteReactor<v1::ScopeChanges>* WatchScope(
+      Ctx*, const v1::WatchScopeRequest*) override;
 
  private:
   ServiceContext* ctx_;
