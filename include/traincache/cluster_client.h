@@ -39,9 +39,12 @@
 #define TRAINCACHE_CLUSTER_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -57,6 +60,25 @@ struct OpenScopeResult {
   // Random, made when the scope was created: a different value means the
   // scope was deleted and made again, so everything cached for it is void.
   uint64_t generation = 0;
+};
+
+// One message of a scope's change feed (namespace.proto, WatchScope): what
+// other nodes changed, for this node to drop from its caches.
+struct ScopeChanges {
+  bool start = false;  // The first message: changes are delivered from here on.
+  bool lost = false;   // Changes were dropped: everything cached is stale.
+  // Names whose entry changed (created, removed, renamed from or to,
+  // linked), as (directory, name); the directory's attributes changed too.
+  std::vector<std::pair<InodeId, std::string>> entries;
+  // Inodes whose attributes or content changed.
+  std::vector<InodeId> inodes;
+};
+
+// A running WatchScope. Destroying it ends the stream; once the destructor
+// returns, neither of its callbacks runs any more.
+class ChangeSubscription {
+ public:
+  virtual ~ChangeSubscription() = default;
 };
 
 class ClusterClient {
@@ -138,6 +160,24 @@ class ClusterClient {
   // The node saw the last close of an unlinked file: frees it. OK if the
   // inode still has links or is gone.
   virtual absl::Status ReleaseInode(const Scope& scope, InodeId ino) = 0;
+
+  // --- change feed (namespace.proto, WatchScope) ---
+  // Follows the change feed of `scope`: `on_changes` gets each message in
+  // order (an empty one is the server's heartbeat, about once a second), and
+  // `on_end` the status the stream ended with (at most once, never after
+  // the subscription is destroyed; nothing more comes after it). The
+  // callbacks run on the client's threads, one at a time, and must not
+  // block. The node's own changes are not delivered (the client names the
+  // node on every call). Never re-sent: after an end the caller subscribes
+  // again. UNIMPLEMENTED where there is no feed (the default).
+  virtual absl::StatusOr<std::unique_ptr<ChangeSubscription>> WatchScope(
+      const Scope& scope, std::function<void(ScopeChanges)> on_changes,
+      std::function<void(absl::Status)> on_end) {
+    static_cast<void>(scope);
+    static_cast<void>(on_changes);
+    static_cast<void>(on_end);
+    return absl::UnimplementedError("this cluster client has no change feed");
+  }
 
   // --- chunks (chunk.proto) ---
   // For each id, in order: the stored size, or nullopt if the server lacks

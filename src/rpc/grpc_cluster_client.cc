@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <random>
 #include <thread>
 
 #include "metrics/latency_histograms.h"
@@ -51,10 +56,87 @@ UnlinkResult FromProto(const v1::UnlinkResponse& in) {
   return UnlinkResult{.ino = in.ino(), .nlink = in.nlink(), .orphaned = in.orphaned()};
 }
 
+std::string MakeNodeId() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  std::random_device rd;
+  return fmt::format("{}:{}:{:08x}{:08x}", host, getpid(), rd(), rd());
+}
+
+// One WatchScope stream: reads until the stream ends, handing each message
+// to `on_changes`, then the status to `on_end` (unless the subscription is
+// being destroyed). The destructor cancels the call and waits for OnDone.
+class WatchCall final : public grpc::ClientReadReactor<v1::ScopeChanges>,
+                        public ChangeSubscription {
+ public:
+  WatchCall(std::unique_ptr<grpc::ClientContext> ctx, v1::WatchScopeRequest req,
+            std::function<void(ScopeChanges)> on_changes,
+            std::function<void(absl::Status)> on_end)
+      : ctx_(std::move(ctx)),
+        req_(std::move(req)),
+        on_changes_(std::move(on_changes)),
+        on_end_(std::move(on_end)) {}
+
+  ~WatchCall() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    ctx_->TryCancel();
+    std::unique_lock lock(mu_);
+    done_cv_.wait(lock, [this] { return done_; });
+  }
+
+  void Begin(v1::Namespace::Stub& stub) {
+    stub.async()->WatchScope(ctx_.get(), &req_, this);
+    StartRead(&msg_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // The stream ended: OnDone says how.
+    ScopeChanges changes;
+    changes.start = msg_.start();
+    changes.lost = msg_.lost();
+    changes.entries.reserve(msg_.entries_size());
+    for (v1::EntryChange& e : *msg_.mutable_entries()) {
+      changes.entries.emplace_back(e.parent(), std::move(*e.mutable_name()));
+    }
+    changes.inodes.assign(msg_.inodes().begin(), msg_.inodes().end());
+    if (!Stopping()) on_changes_(std::move(changes));
+    StartRead(&msg_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    if (!Stopping()) on_end_(FromGrpcStatus(status));
+    // Last: the destructor may free this object as soon as it sees done_.
+    std::lock_guard lock(mu_);
+    done_ = true;
+    done_cv_.notify_all();
+  }
+
+ private:
+  bool Stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  v1::WatchScopeRequest req_;
+  std::function<void(ScopeChanges)> on_changes_;
+  std::function<void(absl::Status)> on_end_;
+  v1::ScopeChanges msg_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool stopping_ = false;  // guarded by mu_
+  bool done_ = false;      // guarded by mu_
+};
+
 }  // namespace
 
 GrpcClusterClient::GrpcClusterClient(GrpcClusterClientOptions options)
     : options_(std::move(options)),
+      node_id_(options_.node_id.empty() ? MakeNodeId() : options_.node_id),
       rpc_(ClientOptions{
           .target = options_.target, .token = options_.token, .deadline = options_.call_deadline}) {
   if (options_.metrics) {
@@ -68,6 +150,30 @@ GrpcClusterClient::GrpcClusterClient(GrpcClusterClientOptions options)
 }
 
 GrpcClusterClient::~GrpcClusterClient() = default;
+
+std::unique_ptr<grpc::ClientContext> GrpcClusterClient::NewContext() const {
+  std::unique_ptr<grpc::ClientContext> ctx = rpc_.NewContext();
+  ctx->AddMetadata(kNodeIdMetadata, node_id_);
+  return ctx;
+}
+
+absl::StatusOr<std::unique_ptr<ChangeSubscription>> GrpcClusterClient::WatchScope(
+    const Scope& scope, std::function<void(ScopeChanges)> on_changes,
+    std::function<void(absl::Status)> on_end) {
+  // No deadline (the stream lasts as long as the mount) and no
+  // wait_for_ready: a server that is down ends it at once, and the caller
+  // knows to fall back to short cache times until it subscribes again.
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+  ctx->AddMetadata(kNodeIdMetadata, node_id_);
+  v1::WatchScopeRequest req;
+  req.set_scope(scope.ToString());
+  req.set_node_id(node_id_);
+  auto call = std::make_unique<WatchCall>(std::move(ctx), std::move(req), std::move(on_changes),
+                                          std::move(on_end));
+  call->Begin(rpc_.ns());
+  return std::unique_ptr<ChangeSubscription>(std::move(call));
+}
 
 bool GrpcClusterClient::WaitForConnection(Clock::time_point give_up) {
   for (;;) {
@@ -135,7 +241,7 @@ absl::Status GrpcClusterClient::Unary(
     const Req& req, Resp* resp) {
   return Run(op, resend, [&]() -> absl::Status {
     resp->Clear();
-    std::unique_ptr<grpc::ClientContext> ctx = rpc_.NewContext();
+    std::unique_ptr<grpc::ClientContext> ctx = NewContext();
     // A request that must not be re-sent waits in gRPC's queue for a
     // connection instead of failing when the one checked by Run has just
     // dropped: it is sent only once a connection is up, and only once.
@@ -406,7 +512,7 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContentWithSmallChunks(
   absl::Status status = Run("CommitContent", Resend::kSafe, [&]() -> absl::Status {
     ++attempts;
     resp.Clear();
-    std::unique_ptr<grpc::ClientContext> ctx = rpc_.NewContext();
+    std::unique_ptr<grpc::ClientContext> ctx = NewContext();
     return FromGrpcStatus(rpc_.ns().CommitContent(ctx.get(), req, &resp));
   });
   if (status.ok()) return rpc::FromProto(resp.attr());

@@ -25,6 +25,11 @@
 // exactly the committed chunks at a newer version, the first copy was applied
 // and the call succeeds with the inode's attributes.
 //
+// The change feed (WatchScope): one server stream per call, never re-sent;
+// every namespace call carries this client's node id (options.node_id, else
+// one made up at construction) so the server does not send its own changes
+// back to it.
+//
 // With a metrics registry, each call's time (every attempt, backoff and
 // outage wait included: what the caller waited) goes into
 // traincache_node_rpc_duration_seconds{method="Lookup"|"GetChunk"|...}.
@@ -61,6 +66,9 @@ struct GrpcClusterClientOptions {
   std::chrono::milliseconds max_backoff{1'000};
   // Where the call latency histograms go; nullptr: none. Must outlive the client.
   prometheus::Registry* metrics = nullptr;
+  // This node's id for the change feed (1..256 bytes, unique among the
+  // server's callers); empty: "<hostname>:<pid>:<random>".
+  std::string node_id;
 };
 
 class GrpcClusterClient final : public ClusterClient {
@@ -69,6 +77,7 @@ class GrpcClusterClient final : public ClusterClient {
   ~GrpcClusterClient() override;
 
   const GrpcClusterClientOptions& options() const { return options_; }
+  const std::string& node_id() const { return node_id_; }
 
   absl::StatusOr<OpenScopeResult> OpenScope(const Scope& scope, bool create) override;
   absl::StatusOr<InodeAttr> Lookup(const Scope& scope, InodeId parent,
@@ -116,6 +125,11 @@ class GrpcClusterClient final : public ClusterClient {
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override;
   absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) override;
+  // Never fails here: a stream that cannot start ends through `on_end`.
+  // The subscription must not be destroyed from inside its callbacks.
+  absl::StatusOr<std::unique_ptr<ChangeSubscription>> WatchScope(
+      const Scope& scope, std::function<void(ScopeChanges)> on_changes,
+      std::function<void(absl::Status)> on_end) override;
 
  private:
   // Whether a request may be sent again after it may have reached the server.
@@ -133,8 +147,11 @@ class GrpcClusterClient final : public ClusterClient {
                      const Req& req, Resp* resp);
   // True once the channel is connected; false if `give_up` passes first.
   bool WaitForConnection(std::chrono::steady_clock::time_point give_up);
+  // rpc_'s context (token, deadline) naming this node.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
 
   const GrpcClusterClientOptions options_;
+  const std::string node_id_;
   ServerClient rpc_;
   std::unique_ptr<metrics::LatencyHistograms> latency_;  // null without metrics
 };

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <mutex>
 #include <set>
 
 #include "traincache/status.h"
@@ -298,6 +299,88 @@ absl::StatusOr<std::string> FakeClusterClient::GetChunk(const Scope& scope, cons
                                                         uint64_t offset, uint64_t length) {
   RETURN_IF_ERROR(Enter("GetChunk"));
   return chunks_->Get(scope, id, offset, length);
+}
+
+// One WatchScope subscription: live until ended or destroyed. A callback
+// runs under `mu`, so destroying the subscription waits for it.
+struct FakeClusterClient::FeedSub {
+  std::string scope;
+  std::function<void(ScopeChanges)> on_changes;
+  std::function<void(absl::Status)> on_end;
+  std::mutex mu;
+  bool live = true;  // guarded by mu
+};
+
+namespace {
+
+class FakeSubscription final : public ChangeSubscription {
+ public:
+  explicit FakeSubscription(std::function<void()> end) : end_(std::move(end)) {}
+  ~FakeSubscription() override { end_(); }
+
+ private:
+  std::function<void()> end_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChangeSubscription>> FakeClusterClient::WatchScope(
+    const Scope& scope, std::function<void(ScopeChanges)> on_changes,
+    std::function<void(absl::Status)> on_end) {
+  RETURN_IF_ERROR(Enter("WatchScope"));
+  auto sub = std::make_shared<FeedSub>();
+  sub->scope = scope.ToString();
+  sub->on_changes = std::move(on_changes);
+  sub->on_end = std::move(on_end);
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(feed_subs_, [](const std::shared_ptr<FeedSub>& s) {
+      std::lock_guard sub_lock(s->mu);
+      return !s->live;
+    });
+    feed_subs_.push_back(sub);
+  }
+  return std::unique_ptr<ChangeSubscription>(
+      std::make_unique<FakeSubscription>([sub] {
+        std::lock_guard lock(sub->mu);
+        sub->live = false;
+      }));
+}
+
+void FakeClusterClient::FeedSend(const Scope& scope, const ScopeChanges& changes) {
+  std::vector<std::shared_ptr<FeedSub>> subs;
+  {
+    std::lock_guard lock(mu_);
+    subs = feed_subs_;
+  }
+  for (const auto& sub : subs) {
+    std::lock_guard lock(sub->mu);
+    if (sub->live && sub->scope == scope.ToString()) sub->on_changes(changes);
+  }
+}
+
+void FakeClusterClient::FeedEnd(const Scope& scope, const absl::Status& status) {
+  std::vector<std::shared_ptr<FeedSub>> subs;
+  {
+    std::lock_guard lock(mu_);
+    subs = feed_subs_;
+  }
+  for (const auto& sub : subs) {
+    std::lock_guard lock(sub->mu);
+    if (!sub->live || sub->scope != scope.ToString()) continue;
+    sub->live = false;
+    sub->on_end(status);
+  }
+}
+
+size_t FakeClusterClient::FeedWatchers(const Scope& scope) const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& sub : feed_subs_) {
+    std::lock_guard sub_lock(sub->mu);
+    if (sub->live && sub->scope == scope.ToString()) ++n;
+  }
+  return n;
 }
 
 }  // namespace traincache::testing

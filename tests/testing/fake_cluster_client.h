@@ -14,6 +14,11 @@
 // fail without touching the stores; SetHook runs a function before every call
 // (to block a fetch, or to watch the order of calls).
 //
+// The change feed (WatchScope) is the test's to drive, as the server would:
+// FeedSend hands a message to the scope's subscriptions, FeedEnd ends them.
+// The fake publishes nothing by itself (one fake serves several nodes, and
+// cannot tell them apart).
+//
 // Thread-safe: all methods may be called concurrently.
 #ifndef TRAINCACHE_TESTS_TESTING_FAKE_CLUSTER_CLIENT_H_
 #define TRAINCACHE_TESTS_TESTING_FAKE_CLUSTER_CLIENT_H_
@@ -24,6 +29,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "traincache/chunk_store.h"
 #include "traincache/cluster_client.h"
@@ -99,8 +105,19 @@ class FakeClusterClient final : public ClusterClient {
   absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks) override;
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override;
+  absl::StatusOr<std::unique_ptr<ChangeSubscription>> WatchScope(
+      const Scope& scope, std::function<void(ScopeChanges)> on_changes,
+      std::function<void(absl::Status)> on_end) override;
+
+  // Hands `changes` to every live subscription of `scope`, on this thread.
+  void FeedSend(const Scope& scope, const ScopeChanges& changes);
+  // Ends every live subscription of `scope` with `status`.
+  void FeedEnd(const Scope& scope, const absl::Status& status);
+  // Live subscriptions of `scope`.
+  size_t FeedWatchers(const Scope& scope) const;
 
  private:
+  struct FeedSub;
   struct Failure {
     absl::Status status;
     int times = 0;  // < 0: forever.
@@ -118,6 +135,7 @@ class FakeClusterClient final : public ClusterClient {
   std::map<std::string, uint64_t, std::less<>> calls_;    // guarded by mu_
   std::map<std::string, Failure, std::less<>> failures_;  // guarded by mu_
   std::function<void(std::string_view)> hook_;            // guarded by mu_
+  std::vector<std::shared_ptr<FeedSub>> feed_subs_;       // guarded by mu_
 };
 
 }  // namespace traincache::testing
