@@ -281,6 +281,8 @@ struct Filesystem::Inode {
   Clock::time_point attr_expiry;
   std::optional<uint64_t> staged_size;  // Shown instead of the server's while dirty.
   Timespec staged_mtime;
+  // The entries naming it that the kernel was handed (Filesystem::names_).
+  std::vector<std::pair<InodeId, std::string>> names;
 
   absl::Mutex mu;                                      // Acquire before Filesystem::mu_.
   std::unique_ptr<WriteState> ws ABSL_GUARDED_BY(mu);  // While open for write or dirty.
@@ -302,6 +304,7 @@ struct Filesystem::Handle {
 
 struct Filesystem::DirHandle {
   InodeId ino = 0;
+  uint64_t ticket = 0;  // Taken before the listing was read.
   std::vector<DirEntry> entries;  // "." and ".." first.
 };
 
@@ -501,7 +504,13 @@ std::shared_ptr<Filesystem::Inode> Filesystem::GetOrAddInode(InodeId ino) {
 void Filesystem::MaybeEraseLocked(InodeId ino) {
   auto it = inodes_.find(ino);
   if (it == inodes_.end() || ino == kRootInode) return;
-  if (it->second->nlookup == 0 && it->second->open_handles == 0) inodes_.erase(it);
+  if (it->second->nlookup != 0 || it->second->open_handles != 0) return;
+  // The kernel holds no entry of an inode it forgot.
+  for (const auto& [parent, name] : it->second->names) {
+    auto n = names_.find(NameKey{parent, name});
+    if (n != names_.end() && n->second == ino) names_.erase(n);
+  }
+  inodes_.erase(it);
 }
 
 void Filesystem::Unpin(Inode& inode) {
@@ -526,24 +535,148 @@ void Filesystem::ReleaseOrphan(InodeId ino) {
   }
 }
 
-InodeAttr Filesystem::AddLookup(const InodeAttr& attr) {
+InodeAttr Filesystem::AddLookup(const InodeAttr& attr, uint64_t ticket, InodeId parent,
+                                std::string_view name) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Inode>& slot = inodes_[attr.ino];
   if (!slot) slot = std::make_shared<Inode>(attr.ino);
   ++slot->nlookup;
   slot->attr = attr;
-  slot->attr_expiry = Clock::now() + options_.attr_ttl;
+  slot->attr_expiry = ExpiryLocked(ticket);
+  AddNameLocked(parent, name, attr.ino);
   InodeAttr out = attr;
   OverlayLocked(out);
   return out;
 }
 
-void Filesystem::CacheAttr(const InodeAttr& attr) {
+void Filesystem::CacheAttr(const InodeAttr& attr, uint64_t ticket) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(attr.ino);
   if (it == inodes_.end()) return;
   it->second->attr = attr;
-  it->second->attr_expiry = Clock::now() + options_.attr_ttl;
+  it->second->attr_expiry = ExpiryLocked(ticket);
+}
+
+Filesystem::Clock::time_point Filesystem::ExpiryLocked(uint64_t ticket) const {
+  // Read under mu_: the feed's invalidations change cache_state_ before they
+  // take mu_, so either this sees the change, or the invalidation comes
+  // after this entry is stored and drops it.
+  if (cache_state_.load() != ticket) {
+    // A change arrived while this was fetched and may not be in it: kept
+    // as the last known attributes (an outage serves them), never served
+    // from the cache.
+    return Clock::time_point::min();
+  }
+  return Clock::now() + AttrTtl(ticket);
+}
+
+std::chrono::milliseconds Filesystem::EntryTtl(uint64_t ticket) const {
+  if ((ticket & 1) == 0 || options_.metadata_ttl.count() == 0 || cache_state_.load() != ticket) {
+    return options_.entry_ttl;
+  }
+  return std::max(options_.metadata_ttl, options_.entry_ttl);
+}
+
+std::chrono::milliseconds Filesystem::AttrTtl(uint64_t ticket) const {
+  if ((ticket & 1) == 0 || options_.metadata_ttl.count() == 0 || cache_state_.load() != ticket) {
+    return options_.attr_ttl;
+  }
+  return std::max(options_.metadata_ttl, options_.attr_ttl);
+}
+
+void Filesystem::AddNameLocked(InodeId parent, std::string_view name, InodeId ino) {
+  auto [it, added] = names_.try_emplace(NameKey{parent, std::string(name)}, ino);
+  if (!added) {
+    if (it->second == ino) return;
+    DropNameLocked(parent, name);
+    it = names_.emplace(NameKey{parent, std::string(name)}, ino).first;
+  }
+  auto inode = inodes_.find(ino);
+  if (inode == inodes_.end()) {
+    names_.erase(it);  // Not in the table: the kernel cannot hold it.
+    return;
+  }
+  inode->second->names.emplace_back(parent, std::string(name));
+}
+
+InodeId Filesystem::DropNameLocked(InodeId parent, std::string_view name) {
+  auto it = names_.find(NameKey{parent, std::string(name)});
+  if (it == names_.end()) return 0;
+  const InodeId ino = it->second;
+  names_.erase(it);
+  if (auto inode = inodes_.find(ino); inode != inodes_.end()) {
+    auto& list = inode->second->names;
+    for (auto n = list.begin(); n != list.end(); ++n) {
+      if (n->first == parent && n->second == name) {
+        list.erase(n);
+        break;
+      }
+    }
+  }
+  return ino;
+}
+
+KernelInvalidation Filesystem::DropAllLocked() {
+  KernelInvalidation out;
+  out.entries.reserve(names_.size());
+  for (auto& [key, ino] : names_) out.entries.emplace_back(key.parent, key.name);
+  names_.clear();
+  out.inodes.reserve(inodes_.size());
+  for (auto& [ino, inode] : inodes_) {
+    inode->names.clear();
+    inode->attr_expiry = Clock::time_point::min();
+    out.inodes.push_back(ino);
+  }
+  return out;
+}
+
+KernelInvalidation Filesystem::SetFeedHealthy(bool healthy) {
+  // The new state first: a reply whose ticket predates it gets short times.
+  uint64_t state = cache_state_.load();
+  while (!cache_state_.compare_exchange_weak(state, ((state >> 1) + 1) << 1 | (healthy ? 1 : 0))) {
+  }
+  absl::MutexLock lock(&mu_);
+  if (!healthy) return DropAllLocked();
+  // Cached while the feed was not followed (for attr_ttl): a change made
+  // then would never be told.
+  for (auto& [ino, inode] : inodes_) inode->attr_expiry = Clock::time_point::min();
+  return {};
+}
+
+KernelInvalidation Filesystem::ApplyChanges(const ScopeChanges& changes) {
+  if (!changes.lost && changes.entries.empty() && changes.inodes.empty()) return {};
+  // Before anything is dropped (see ExpiryLocked), and so that a reply
+  // computed meanwhile is cached only briefly.
+  cache_state_.fetch_add(2);
+  absl::MutexLock lock(&mu_);
+  if (changes.lost) {
+    spdlog::warn("[{}] the change feed dropped changes: everything cached is dropped",
+                 scope_.ToString());
+    return DropAllLocked();
+  }
+  KernelInvalidation out;
+  std::set<InodeId> inodes;
+  auto drop_attr = [&](InodeId ino) {
+    auto it = inodes_.find(ino);
+    if (it == inodes_.end()) return;  // Neither this node nor its kernel knows it.
+    it->second->attr_expiry = Clock::time_point::min();
+    if (inodes.insert(ino).second) out.inodes.push_back(ino);
+  };
+  for (const auto& [parent, name] : changes.entries) {
+    if (DropNameLocked(parent, name) != 0) out.entries.emplace_back(parent, name);
+    drop_attr(parent);  // Its mtime, and nlink for a directory.
+  }
+  for (InodeId ino : changes.inodes) drop_attr(ino);
+  return out;
+}
+
+std::vector<InodeId> Filesystem::KnownInodes(const std::vector<InodeId>& inodes) {
+  std::vector<InodeId> out;
+  absl::MutexLock lock(&mu_);
+  for (InodeId ino : inodes) {
+    if (inodes_.count(ino) > 0) out.push_back(ino);
+  }
+  return out;
 }
 
 void Filesystem::InvalidateAttr(InodeId ino) {
@@ -603,8 +736,9 @@ void Filesystem::PublishOverlay(Inode& inode, const WriteState* ws) {
 absl::StatusOr<InodeAttr> Filesystem::Lookup(InodeId parent, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
+  const uint64_t ticket = CacheTicket();
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Lookup(scope_, parent, name));
-  return AddLookup(attr);
+  return AddLookup(attr, ticket, parent, name);
 }
 
 void Filesystem::Forget(InodeId ino, uint64_t n) {
@@ -627,6 +761,7 @@ absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
     }
   }
   const Clock::time_point asked = Clock::now();
+  const uint64_t ticket = CacheTicket();
   absl::StatusOr<InodeAttr> fetched = client_->GetAttr(scope_, ino);
   if (!fetched.ok() && fetched.status().code() == absl::StatusCode::kUnavailable) {
     // The server was unreachable for the whole outage timeout. An inode this
@@ -662,7 +797,7 @@ absl::StatusOr<InodeAttr> Filesystem::GetAttr(InodeId ino) {
   }
   if (!fetched.ok()) return StaleIfGone(fetched.status(), ino);
   InodeAttr attr = *std::move(fetched);
-  CacheAttr(attr);
+  CacheAttr(attr, ticket);
   absl::MutexLock lock(&mu_);
   OverlayLocked(attr);
   return attr;
@@ -673,6 +808,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
   RETURN_IF_ERROR(CheckLive());
   SetAttrRequest rest = req;
   rest.size.reset();
+  const uint64_t ticket = CacheTicket();
   std::shared_ptr<Inode> inode = GetOrAddInode(ino);  // Pinned; unpinned below.
   absl::StatusOr<InodeAttr> result = [&]() -> absl::StatusOr<InodeAttr> {
     absl::MutexLock lock(&inode->mu);
@@ -683,7 +819,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
       // metadata_store.h): then commit the new size with a re-made chunk.
       absl::StatusOr<InodeAttr> attr = client_->SetAttr(scope_, ino, req);
       if (attr.ok() || ErrnoOf(attr.status()) != EOPNOTSUPP) {
-        if (attr.ok()) CacheAttr(*attr);
+        if (attr.ok()) CacheAttr(*attr, ticket);
         return attr;
       }
       ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
@@ -705,7 +841,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
       }
     }
     ASSIGN_OR_RETURN(InodeAttr attr, client_->SetAttr(scope_, ino, rest));
-    CacheAttr(attr);
+    CacheAttr(attr, ticket);
     return attr;
   }();
   Unpin(*inode);
@@ -721,9 +857,10 @@ absl::StatusOr<InodeAttr> Filesystem::Mkdir(InodeId parent, std::string_view nam
                                             const Caller& caller) {
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
+  const uint64_t ticket = CacheTicket();
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Mkdir(scope_, parent, name, mode, caller));
   InvalidateAttr(parent);
-  return AddLookup(attr);
+  return AddLookup(attr, ticket, parent, name);
 }
 
 absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view name, uint32_t mode,
@@ -731,6 +868,7 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
   const bool exclusive = (flags & O_EXCL) != 0;
+  const uint64_t ticket = CacheTicket();
   ASSIGN_OR_RETURN(CreateResult r, client_->Create(scope_, parent, name, mode, caller, exclusive));
   InvalidateAttr(parent);
   ChunkMap map;
@@ -744,27 +882,29 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
   }
   std::shared_ptr<Inode> inode = GetOrAddInode(r.attr.ino);
   ASSIGN_OR_RETURN(OpenReply open, OpenWithMap(inode, flags, std::move(map)));
-  return CreateReply{AddLookup(r.attr), open.fh};
+  return CreateReply{AddLookup(r.attr, ticket, parent, name), open.fh};
 }
 
 absl::StatusOr<InodeAttr> Filesystem::Symlink(InodeId parent, std::string_view name,
                                               std::string_view target, const Caller& caller) {
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(name));
+  const uint64_t ticket = CacheTicket();
   ASSIGN_OR_RETURN(InodeAttr attr, client_->Symlink(scope_, parent, name, target, caller));
   InvalidateAttr(parent);
-  return AddLookup(attr);
+  return AddLookup(attr, ticket, parent, name);
 }
 
 absl::StatusOr<InodeAttr> Filesystem::Link(InodeId ino, InodeId new_parent,
                                            std::string_view new_name) {
   RETURN_IF_ERROR(CheckLive());
   RETURN_IF_ERROR(CheckName(new_name));
+  const uint64_t ticket = CacheTicket();
   absl::StatusOr<InodeAttr> attr = client_->Link(scope_, ino, new_parent, new_name);
   // Both are inodes the kernel named by number: ENOENT means one is gone.
   if (!attr.ok()) return StaleIfGone(attr.status(), ino);
   InvalidateAttr(new_parent);
-  return AddLookup(*attr);
+  return AddLookup(*attr, ticket, new_parent, new_name);
 }
 
 absl::StatusOr<std::string> Filesystem::ReadLink(InodeId ino) {
@@ -779,6 +919,10 @@ absl::Status Filesystem::Unlink(InodeId parent, std::string_view name) {
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(UnlinkResult r, client_->Unlink(scope_, parent, name));
   InvalidateAttr(parent);
+  {
+    absl::MutexLock lock(&mu_);
+    DropNameLocked(parent, name);  // The kernel drops its entry itself.
+  }
   HandleUnlinked(r);
   return absl::OkStatus();
 }
@@ -788,6 +932,10 @@ absl::Status Filesystem::Rmdir(InodeId parent, std::string_view name) {
   RETURN_IF_ERROR(CheckName(name));
   RETURN_IF_ERROR(client_->Rmdir(scope_, parent, name));
   InvalidateAttr(parent);
+  {
+    absl::MutexLock lock(&mu_);
+    DropNameLocked(parent, name);
+  }
   return absl::OkStatus();
 }
 
@@ -800,6 +948,15 @@ absl::Status Filesystem::Rename(InodeId parent, std::string_view name, InodeId n
                    client_->Rename(scope_, parent, name, new_parent, new_name, flags));
   InvalidateAttr(parent);
   InvalidateAttr(new_parent);
+  {
+    // The kernel moves its entries (swaps them for an exchange): so does
+    // the name index.
+    absl::MutexLock lock(&mu_);
+    const InodeId moved = DropNameLocked(parent, name);
+    const InodeId other = DropNameLocked(new_parent, new_name);
+    if (moved != 0) AddNameLocked(new_parent, new_name, moved);
+    if (other != 0 && (flags & kRenameExchange) != 0) AddNameLocked(parent, name, other);
+  }
   HandleUnlinked(r);
   return absl::OkStatus();
 }
@@ -1195,6 +1352,7 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   }
 
   uint64_t expected = ws.base.version;
+  const uint64_t ticket = CacheTicket();
   absl::StatusOr<InodeAttr> attr;
   for (int attempt = 1;; ++attempt) {
     attr = client_->CommitContentWithSmallChunks(scope_, inode.ino, expected, size, cs, refs,
@@ -1242,7 +1400,7 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
                  dropped.ToString());
   }
   PublishOverlay(inode, &ws);
-  CacheAttr(*attr);
+  CacheAttr(*attr, ticket);
   absl::MutexLock lock(&mu_);
   ++stats_.commits;
   stats_.uploaded_chunks += uploaded_chunks;
@@ -1379,6 +1537,7 @@ absl::StatusOr<uint64_t> Filesystem::OpenDir(InodeId ino) {
   RETURN_IF_ERROR(CheckLive());
   auto dh = std::make_shared<DirHandle>();
   dh->ino = ino;
+  dh->ticket = CacheTicket();
   // ".." names the parent, which the table does not track; the kernel
   // ignores the number (the root's is itself).
   dh->entries.push_back(DirEntry{".", ino, S_IFDIR, std::nullopt});
@@ -1413,7 +1572,7 @@ absl::Status Filesystem::ReadDir(uint64_t fh, uint64_t offset, bool plus,
   }
   for (uint64_t i = offset; i < dh->entries.size(); ++i) {
     const DirEntry& e = dh->entries[i];
-    DirListEntry out{e.name, e.ino, e.type, nullptr, i + 1};
+    DirListEntry out{e.name, e.ino, e.type, nullptr, i + 1, dh->ticket};
     const bool entry = plus && i >= 2 && e.attr.has_value();
     InodeAttr attr;
     if (entry) {
@@ -1430,6 +1589,7 @@ absl::Status Filesystem::ReadDir(uint64_t fh, uint64_t offset, bool plus,
       std::shared_ptr<Inode>& slot = inodes_[e.ino];
       if (!slot) slot = std::make_shared<Inode>(e.ino);
       ++slot->nlookup;
+      AddNameLocked(dh->ino, e.name, e.ino);
     }
   }
   return absl::OkStatus();

@@ -7,7 +7,20 @@
 //  - Inode numbers are the server's. An inode table entry lives while the
 //    kernel holds lookups on it (Lookup, Create, Mkdir, ... add one; Forget
 //    drops n) or a handle is open on it. Attributes are cached for
-//    Options::attr_ttl.
+//    Options::attr_ttl, or for Options::metadata_ttl while the scope's change
+//    feed is followed (below).
+//  - The change feed (node/metadata_watcher.h drives it): while the node
+//    follows the server's stream of what other nodes change, entries and
+//    attributes are cached (here and by the kernel) for metadata_ttl, and
+//    each change drops what it names (ApplyChanges, whose result the watcher
+//    hands to the kernel). A reply's cache times come from a ticket taken
+//    before its server call (CacheTicket): long only if the feed was followed
+//    all along and no change arrived meanwhile, as one that raced the call
+//    may not be reflected in what the call returned. While the feed is not
+//    followed, attr_ttl/entry_ttl as before; when it breaks or falls behind,
+//    everything this node and its kernel cache is dropped. The names the
+//    kernel was handed are remembered (per inode, while it is in the table)
+//    for that.
 //  - Close-to-open consistency: Open always asks the server for the file's
 //    current content (one GetChunkMap), so an open that starts after a close
 //    on another node sees that version whole. A handle reads the (version,
@@ -69,6 +82,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -95,6 +109,9 @@ struct FilesystemOptions {
   // adapter should tell the kernel).
   std::chrono::milliseconds attr_ttl{1000};
   std::chrono::milliseconds entry_ttl{1000};
+  // Both, while the change feed is followed (SetFeedHealthy). 0: never
+  // longer than attr_ttl/entry_ttl.
+  std::chrono::milliseconds metadata_ttl{30'000};
   // Init creates the scope on the server if it does not exist.
   bool create_scope = true;
   // A commit builds and uploads changed chunks in batches of about this many
@@ -128,6 +145,15 @@ struct DirListEntry {
   const InodeAttr* attr = nullptr;  // Plus only; nullptr for "." and "..":
                                     // reply without an entry (no lookup).
   uint64_t next_offset = 0;         // The offset that resumes after it.
+  uint64_t cache_ticket = 0;        // Of the listing (taken at OpenDir).
+};
+
+// What the kernel must drop after a change-feed message (the adapter's
+// notifications, see node/kernel_cache.h).
+struct KernelInvalidation {
+  std::vector<std::pair<InodeId, std::string>> entries;  // (directory, name)
+  std::vector<InodeId> inodes;                            // Attributes only.
+  bool empty() const { return entries.empty() && inodes.empty(); }
 };
 
 struct FilesystemStats {
@@ -254,6 +280,27 @@ class Filesystem {
   std::vector<InodeId> MarkScopeDeleted();
   bool scope_deleted() const { return deleted_.load(std::memory_order_acquire); }
 
+  // --- cache times under the change feed (see the top) ---
+  // Take before the call whose result is replied to the kernel; then
+  // EntryTtl/AttrTtl(ticket) is how long the kernel may keep it.
+  uint64_t CacheTicket() const { return cache_state_.load(); }
+  std::chrono::milliseconds EntryTtl(uint64_t ticket) const;
+  std::chrono::milliseconds AttrTtl(uint64_t ticket) const;
+  // The feed is followed from now on (true: the watcher got the stream's
+  // first message), or not any more (false: it broke). Going down drops what
+  // this node caches and returns every name and inode the kernel may hold
+  // with a long time; going up drops this node's attributes cached meanwhile
+  // (for attr_ttl only, they may predate the stream) and returns nothing.
+  KernelInvalidation SetFeedHealthy(bool healthy);
+  bool feed_healthy() const { return (cache_state_.load() & 1) != 0; }
+  // Applies one feed message: drops this node's attributes of what it
+  // names (a directory's with each of its entries) and returns what the
+  // kernel must drop, limited to names and inodes it was handed. `lost`:
+  // everything, as SetFeedHealthy(false) but staying healthy.
+  KernelInvalidation ApplyChanges(const ScopeChanges& changes);
+  // Those of `inodes` the kernel may hold (in the table).
+  std::vector<InodeId> KnownInodes(const std::vector<InodeId>& inodes);
+
  private:
   struct Inode;
   struct WriteState;
@@ -265,9 +312,22 @@ class Filesystem {
   std::shared_ptr<Inode> FindInode(InodeId ino);
   // Finds or adds the entry and pins it (counted as an open in progress).
   std::shared_ptr<Inode> GetOrAddInode(InodeId ino);
-  // Adds one lookup and caches `attr`; returns `attr` with staged overlays.
-  InodeAttr AddLookup(const InodeAttr& attr);
-  void CacheAttr(const InodeAttr& attr);
+  // Adds one lookup and caches `attr` (fetched after `ticket` was taken)
+  // as the entry `name` of `parent`; returns `attr` with staged overlays.
+  InodeAttr AddLookup(const InodeAttr& attr, uint64_t ticket, InodeId parent,
+                      std::string_view name);
+  // Caches `attr`, fetched after `ticket` was taken, if its inode is in the table.
+  void CacheAttr(const InodeAttr& attr, uint64_t ticket);
+  // When attributes fetched after `ticket` may be served until. Requires mu_.
+  Clock::time_point ExpiryLocked(uint64_t ticket) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The name index: which (directory, name) entries the kernel was handed,
+  // for each inode of the table. Require mu_.
+  void AddNameLocked(InodeId parent, std::string_view name, InodeId ino)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the entry; returns the inode it named (0: none known).
+  InodeId DropNameLocked(InodeId parent, std::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops every cached attribute and name; returns them for the kernel.
+  KernelInvalidation DropAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateAttr(InodeId ino);
   // Applies the staged size/mtime of `ino`, if any. Requires mu_.
   void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -317,11 +377,27 @@ class Filesystem {
   const FilesystemOptions options_;
   uint64_t generation_ = 0;  // Set by Init.
   std::atomic<bool> deleted_{false};
+  // Bit 0: the change feed is followed; the rest counts changes and state
+  // changes of it. A ticket is a value of it: valid while it is unchanged.
+  std::atomic<uint64_t> cache_state_{0};
 
   mutable absl::Mutex mu_;  // Leaf: acquire after Inode::mu, never before.
   std::unordered_map<InodeId, std::shared_ptr<Inode>> inodes_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dir_handles_ ABSL_GUARDED_BY(mu_);
+  // The name index (AddNameLocked): entry -> the inode it names; each inode
+  // lists its entries (Inode::names) so they go with it.
+  struct NameKey {
+    InodeId parent;
+    std::string name;
+    bool operator==(const NameKey&) const = default;
+  };
+  struct NameKeyHash {
+    size_t operator()(const NameKey& k) const {
+      return std::hash<std::string>()(k.name) ^ (std::hash<InodeId>()(k.parent) * 0x9e3779b97f4a7c15ull);
+    }
+  };
+  std::unordered_map<NameKey, InodeId, NameKeyHash> names_ ABSL_GUARDED_BY(mu_);
   uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
   FilesystemStats stats_ ABSL_GUARDED_BY(mu_);
 };
