@@ -68,7 +68,9 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
       scope, fmt::format("{}/{}/{}", options_.mount_root, scope.kind_name(), scope.id()));
   m->fs = std::make_unique<node::Filesystem>(
       scope, client_.get(), fetcher_.get(), tier_.get(),
-      node::FilesystemOptions{.staging_dir = options_.staging_dir, .create_scope = create});
+      node::FilesystemOptions{.staging_dir = options_.staging_dir,
+                              .metadata_ttl = options_.metadata_ttl,
+                              .create_scope = create});
   RETURN_IF_ERROR(m->fs->Init().status());
   ASSIGN_OR_RETURN(m->mount,
                    fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
@@ -76,6 +78,9 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
                                                            .locks = locks_.get(),
                                                            .metrics = options_.metrics,
                                                            .passthrough = options_.passthrough}));
+  if (options_.metadata_ttl.count() > 0) {
+    m->watcher = std::make_unique<node::MetadataWatcher>(m->fs.get(), client_.get(), m->mount.get());
+  }
   known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
   mounts_.emplace(scope.ToString(), m);
   return m;
@@ -353,6 +358,15 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
     out[fmt::format("scope.{}.passthrough_backing_files", name)] = p.backing_files;
     out[fmt::format("scope.{}.passthrough_direct_opens", name)] = p.direct_opens;
     out[fmt::format("scope.{}.passthrough_refusals", name)] = p.refusals;
+    if (m->watcher) {
+      node::MetadataWatcherStats w = m->watcher->Stats();
+      out[fmt::format("scope.{}.feed_following", name)] = w.following ? 1 : 0;
+      out[fmt::format("scope.{}.feed_subscriptions", name)] = w.subscriptions;
+      out[fmt::format("scope.{}.feed_breaks", name)] = w.breaks;
+      out[fmt::format("scope.{}.feed_messages", name)] = w.messages;
+      out[fmt::format("scope.{}.feed_changes", name)] = w.changes;
+      out[fmt::format("scope.{}.feed_lost", name)] = w.lost;
+    }
   }
   return out;
 }

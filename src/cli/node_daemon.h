@@ -10,7 +10,9 @@
 // unmounts and watches every scope this daemon has mounted: once the server
 // no longer has it (deleted, or deleted and made again: another generation),
 // its mount answers ENOENT, the kernel's caches of it are dropped and its
-// images leave the node tier.
+// images leave the node tier. Each mount follows its scope's change feed
+// (node/metadata_watcher.h), so its entries and attributes are cached for
+// options.metadata_ttl while the feed is followed.
 //
 // Thread-safe: admin calls may arrive concurrently; mounts_mu_ serializes
 // mounts, unmounts, attaches and detaches.
@@ -34,6 +36,7 @@
 #include "fuse/fuse_mount.h"
 #include "node/chunk_fetcher.h"
 #include "node/filesystem.h"
+#include "node/metadata_watcher.h"
 #include "rpc/client.h"
 #include "rpc/grpc_cluster_client.h"
 #include "rpc/grpc_lock_client.h"
@@ -64,6 +67,9 @@ struct NodeDaemonOptions {
   prometheus::Registry* metrics = nullptr;
   // FUSE passthrough for files complete in the node tier (fuse/passthrough.h).
   bool passthrough = true;
+  // How long entries and attributes are cached while a scope's change feed
+  // is followed (FilesystemOptions::metadata_ttl); 0: no change feed, 1 s.
+  std::chrono::milliseconds metadata_ttl{30'000};
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {
@@ -115,6 +121,8 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
     std::string mountpoint;
     std::unique_ptr<node::Filesystem> fs;
     std::unique_ptr<fuse::FuseMount> mount;
+    // Last: stops (and leaves the mount alone) before the mount and fs go.
+    std::unique_ptr<node::MetadataWatcher> watcher;
     std::set<std::string> jobs;  // attached jobs using it
     bool manual = false;         // mounted by hand: never unmounted by the grace
     std::optional<Clock::time_point> idle_since;  // no job, not manual: since when

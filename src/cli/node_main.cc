@@ -11,7 +11,7 @@
 //                   [--metrics-listen HOST:PORT] [--fuse-passthrough=false]
 //                   [--fetch-threads N] [--readahead-chunks N]
 //                   [--readahead-max-chunks N] [--fetch-memory-bytes N]
-//                   [--tier-direct-writes true|false]
+//                   [--tier-direct-writes true|false] [--metadata-ttl-ms MS]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first). Under systemd (Type=notify) it
@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
                  "hand files complete in the node tier to the kernel (FUSE passthrough) where "
                  "it allows it")
       ->default_val(true);
+  uint32_t metadata_ttl_ms = 30'000;
+  app.add_option("--metadata-ttl-ms", metadata_ttl_ms,
+                 "how long entries and attributes are cached (here and by the kernel) while the "
+                 "server's change feed is followed; 0: no change feed, 1 s")
+      ->check(CLI::Range(0u, 3'600'000u));
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -136,7 +141,8 @@ int main(int argc, char** argv) {
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
       .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
       .metrics = metrics ? &metrics->registry() : nullptr,
-      .passthrough = passthrough});
+      .passthrough = passthrough,
+      .metadata_ttl = std::chrono::milliseconds(metadata_ttl_ms)});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;

@@ -69,13 +69,14 @@ struct stat ToStat(const InodeAttr& a) {
   return st;
 }
 
-fuse_entry_param ToEntry(Filesystem& fs, const InodeAttr& a) {
+// `ticket`: Filesystem::CacheTicket() from before the call that produced `a`.
+fuse_entry_param ToEntry(Filesystem& fs, uint64_t ticket, const InodeAttr& a) {
   fuse_entry_param e{};
   e.ino = a.ino;
   e.generation = 1;
   e.attr = ToStat(a);
-  e.attr_timeout = Seconds(fs.options().attr_ttl);
-  e.entry_timeout = Seconds(fs.options().entry_ttl);
+  e.attr_timeout = Seconds(fs.AttrTtl(ticket));
+  e.entry_timeout = Seconds(fs.EntryTtl(ticket));
   return e;
 }
 
@@ -85,9 +86,9 @@ void ReplyErr(fuse_req_t req, const absl::Status& status) {
   fuse_reply_err(req, err);
 }
 
-void ReplyEntry(fuse_req_t req, const absl::StatusOr<InodeAttr>& attr) {
+void ReplyEntry(fuse_req_t req, uint64_t ticket, const absl::StatusOr<InodeAttr>& attr) {
   if (!attr.ok()) return ReplyErr(req, attr.status());
-  fuse_entry_param e = ToEntry(Fs(req), *attr);
+  fuse_entry_param e = ToEntry(Fs(req), ticket, *attr);
   fuse_reply_entry(req, &e);
 }
 
@@ -111,7 +112,8 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, Fs(req).Lookup(parent, name));
+  const uint64_t ticket = Fs(req).CacheTicket();
+  ReplyEntry(req, ticket, Fs(req).Lookup(parent, name));
 }
 
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -125,10 +127,11 @@ void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void OpGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  const uint64_t ticket = Fs(req).CacheTicket();
   auto attr = Fs(req).GetAttr(ino);
   if (!attr.ok()) return ReplyErr(req, attr.status());
   struct stat st = ToStat(*attr);
-  fuse_reply_attr(req, &st, Seconds(Fs(req).options().attr_ttl));
+  fuse_reply_attr(req, &st, Seconds(Fs(req).AttrTtl(ticket)));
 }
 
 void OpSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
@@ -149,10 +152,11 @@ void OpSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse
   }
   std::optional<uint64_t> fh;
   if (fi) fh = fi->fh;
+  const uint64_t ticket = Fs(req).CacheTicket();
   auto attr = Fs(req).SetAttr(ino, set, fh);
   if (!attr.ok()) return ReplyErr(req, attr.status());
   struct stat out = ToStat(*attr);
-  fuse_reply_attr(req, &out, Seconds(Fs(req).options().attr_ttl));
+  fuse_reply_attr(req, &out, Seconds(Fs(req).AttrTtl(ticket)));
 }
 
 void OpReadLink(fuse_req_t req, fuse_ino_t ino) {
@@ -162,7 +166,8 @@ void OpReadLink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)));
+  const uint64_t ticket = Fs(req).CacheTicket();
+  ReplyEntry(req, ticket, Fs(req).Mkdir(parent, name, mode, CallerOf(req)));
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -174,7 +179,8 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void OpSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, Fs(req).Symlink(parent, name, target, CallerOf(req)));
+  const uint64_t ticket = Fs(req).CacheTicket();
+  ReplyEntry(req, ticket, Fs(req).Symlink(parent, name, target, CallerOf(req)));
 }
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
@@ -183,7 +189,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
-  ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name));
+  const uint64_t ticket = Fs(req).CacheTicket();
+  ReplyEntry(req, ticket, Fs(req).Link(ino, new_parent, new_name));
 }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -217,6 +224,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
+  const uint64_t ticket = Fs(req).CacheTicket();
   auto created = Fs(req).Create(parent, name, mode, fi->flags, CallerOf(req));
   if (!created.ok()) return ReplyErr(req, created.status());
   fi->fh = created->fh;
@@ -226,7 +234,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       fi->direct_io = 1;
     }
   }
-  fuse_entry_param e = ToEntry(Fs(req), created->attr);
+  fuse_entry_param e = ToEntry(Fs(req), ticket, created->attr);
   fuse_reply_create(req, &e, fi);
 }
 
@@ -284,7 +292,7 @@ void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, b
         if (plus) {
           fuse_entry_param entry{};
           if (e.attr) {
-            entry = ToEntry(fs, *e.attr);
+            entry = ToEntry(fs, e.cache_ticket, *e.attr);
           } else {
             entry.attr.st_ino = e.ino;
             entry.attr.st_mode = e.type;
@@ -623,6 +631,10 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
                                            m->options_.mountpoint));
   }
   m->mounted_ = true;
+  {
+    std::lock_guard lock(m->notify_mu_);
+    m->notify_ok_ = true;
+  }
   if (m->options_.passthrough) {
     m->passthrough_ = std::make_unique<Passthrough>(true, m->options_.mountpoint);
     const int fd = fuse_session_fd(m->session_);
@@ -661,12 +673,41 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
 FuseMount::~FuseMount() { IGNORE_ERROR(Unmount(/*force=*/true)); }
 
 void FuseMount::InvalidateInodes(const std::vector<uint64_t>& inodes) {
-  if (!session_) return;
+  std::lock_guard lock(notify_mu_);
+  if (!notify_ok_) return;
   for (uint64_t ino : inodes) {
     // -ENOENT: the kernel already forgot it; nothing to drop.
     int rc = fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0);
     if (rc != 0 && rc != -ENOENT) {
       spdlog::debug("{}: cannot invalidate inode {}: {}", options_.mountpoint, ino, strerror(-rc));
+    }
+  }
+}
+
+void FuseMount::InvalidateEntries(const std::vector<std::pair<InodeId, std::string>>& entries) {
+  std::lock_guard lock(notify_mu_);
+  if (!notify_ok_) return;
+  for (const auto& [parent, name] : entries) {
+    // May wait for a lookup in `parent` to finish (the kernel drops the
+    // entry under the directory's lock). -ENOENT: the kernel holds no such
+    // entry (or no such directory).
+    int rc = fuse_lowlevel_notify_inval_entry(session_, parent, name.data(), name.size());
+    if (rc != 0 && rc != -ENOENT) {
+      spdlog::debug("{}: cannot invalidate entry {} of inode {}: {}", options_.mountpoint, name,
+                    parent, strerror(-rc));
+    }
+  }
+}
+
+void FuseMount::InvalidateAttrs(const std::vector<InodeId>& inodes) {
+  std::lock_guard lock(notify_mu_);
+  if (!notify_ok_) return;
+  for (InodeId ino : inodes) {
+    // Offset < 0: attributes only, the pages stay (kernel_cache.h).
+    int rc = fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+    if (rc != 0 && rc != -ENOENT) {
+      spdlog::debug("{}: cannot invalidate the attributes of inode {}: {}", options_.mountpoint,
+                    ino, strerror(-rc));
     }
   }
 }
@@ -775,6 +816,12 @@ absl::Status FuseMount::Unmount(bool force) {
     }
   }
   mounted_ = false;
+  {
+    // The kernel's connection is gone (or aborted): a notification under
+    // way ends now, and none starts on a session about to be destroyed.
+    std::lock_guard lock(notify_mu_);
+    notify_ok_ = false;
+  }
   fuse_session_exit(session_);
   if (loop_.joinable()) loop_.join();
   // Lock waits are answered from the lock client's threads: all of them

@@ -8,8 +8,12 @@
 // reads and writes. With a metrics registry, every request's time from the
 // callback's start to its reply goes into
 // traincache_node_fuse_op_duration_seconds{op="lookup"|"read"|...} (one
-// histogram per op, resolved at mount). Thread-safe: Unmount may be called
-// from any thread, once.
+// histogram per op, resolved at mount). Entries and attributes are replied
+// with the cache times the Filesystem gives for a ticket taken before the
+// call (Filesystem::CacheTicket: long while the change feed is followed).
+// It is the core's KernelCache (node/kernel_cache.h): the kernel
+// notifications of the change feed go through it. Thread-safe: Unmount may
+// be called from any thread, once.
 #ifndef TRAINCACHE_FUSE_FUSE_MOUNT_H_
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
@@ -26,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "fuse/passthrough.h"
 #include "node/filesystem.h"
+#include "node/kernel_cache.h"
 #include "traincache/locks.h"
 
 struct fuse_session;
@@ -54,12 +59,12 @@ struct FuseMountOptions {
   bool passthrough = true;
 };
 
-class FuseMount {
+class FuseMount final : public node::KernelCache {
  public:
   // Mounts `fs` (already Init'ed; must outlive the mount) and starts serving.
   static absl::StatusOr<std::unique_ptr<FuseMount>> Mount(node::Filesystem* fs,
                                                           FuseMountOptions options);
-  ~FuseMount();  // Unmounts.
+  ~FuseMount() override;  // Unmounts.
 
   // Unmounts and stops the session loop. A mount in use (open files, a
   // working directory) is FAILED_PRECONDITION (EBUSY) and stays mounted,
@@ -72,6 +77,9 @@ class FuseMount {
   // Tells the kernel to drop what it caches of these inodes (attributes and
   // pages), so its next access asks the daemon. Not from inside a callback.
   void InvalidateInodes(const std::vector<uint64_t>& inodes);
+  // node::KernelCache. Not from inside a callback; no-ops once unmounted.
+  void InvalidateEntries(const std::vector<std::pair<InodeId, std::string>>& entries) override;
+  void InvalidateAttrs(const std::vector<InodeId>& inodes) override;
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
   struct fuse_session* session() const { return session_; }
@@ -104,6 +112,10 @@ class FuseMount {
   // The kernel's connection number (/sys/fs/fuse/connections/<n>), read at
   // mount: the way to abort a busy connection.
   unsigned connection_ = 0;
+  // Held by the invalidations while they use the session; Unmount clears
+  // notify_ok_ under it before the session goes.
+  std::mutex notify_mu_;
+  bool notify_ok_ = false;  // guarded by notify_mu_
   // Cancels the lock waits, waits (up to 5 s) for their answers, and
   // releases the locks of files still open (a forced unmount).
   void EndLockWaits();

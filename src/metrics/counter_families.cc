@@ -26,7 +26,8 @@ std::string NamePart(std::string_view key) {
 CounterNaming NodeCounterNaming() {
   return CounterNaming{
       .prefix = "traincache_node",
-      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes"},
+      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes",
+                 "scope.feed_following"},
       .help = {
           {"tier.capacity_bytes", "Bytes the node tier may fill"},
           {"tier.used_bytes", "Bytes of chunks present in the node tier"},
@@ -47,6 +48,13 @@ CounterNaming NodeCounterNaming() {
           {"scope.<scope>.commit_rebases", "Commits redone after a concurrent change"},
           {"scope.<scope>.uploaded_chunks", "Chunks uploaded to the server"},
           {"scope.<scope>.uploaded_bytes", "Bytes of chunks uploaded to the server"},
+          {"scope.<scope>.feed_following",
+           "1 while the scope's change feed is followed (entries and attributes cached long)"},
+          {"scope.<scope>.feed_subscriptions", "Change feed streams started"},
+          {"scope.<scope>.feed_breaks", "Change feed streams that ended or went silent"},
+          {"scope.<scope>.feed_messages", "Change feed messages received (heartbeats included)"},
+          {"scope.<scope>.feed_changes", "Entry and inode changes received on the change feed"},
+          {"scope.<scope>.feed_lost", "Change feed messages saying changes were dropped"},
       }};
 }
 
@@ -65,6 +73,10 @@ CounterNaming ServerCounterNaming() {
           {"chunk.get.store_micros", "Microseconds GetChunk spent reading and verifying chunks"},
           {"bad_scope", "Requests naming a malformed scope"},
           {"gc.chunks_deleted", "Unreferenced chunks deleted by garbage collection"},
+          {"feed.watches", "Change feed streams (WatchScope) started"},
+          {"feed.messages", "Change feed messages sent (heartbeats included)"},
+          {"feed.changes", "Entry and inode changes sent on change feeds"},
+          {"feed.lost", "Change feed messages saying changes were dropped (a watcher fell behind)"},
       }};
 }
 
