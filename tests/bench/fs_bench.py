@@ -42,7 +42,10 @@ MB = 1e6  # Throughputs are printed in decimal MB/s, as dd and fio do.
 BLOCK = 1 * MiB  # Size of each read() and write() of the streaming workloads.
 PAGE = 4 * KiB
 SCOPE = "project:bench"
-ATTR_TTL_S = 1.0  # The node daemon's attr and entry timeout (node::Options).
+# The node daemon's attr and entry timeout without the change feed
+# (FilesystemOptions); while the feed is followed they are cached for
+# --metadata-ttl-ms (30 s by default) instead.
+ATTR_TTL_S = 1.0
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSTHROUGH_LL = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
 MARKER = ".fs_bench-work-dir"  # A work dir we may wipe holds this file.
@@ -925,7 +928,8 @@ class Bench:
             if before is not None:
                 self.note("w7", f"FUSE requests node1 answered during the timed traincache stat "
                                 f"pass ({n:,} stats, {seconds:.2f} s; entries and attrs are cached "
-                                f"{ATTR_TTL_S:g} s): {self.cluster.ops_since(before)}")
+                                f"{ATTR_TTL_S:g} s, or --metadata-ttl-ms while the change feed is "
+                                f"followed): {self.cluster.ops_since(before)}")
             return n / seconds
 
         native, tc, _ = self.compare(creates, ceiling=False)
@@ -1011,9 +1015,10 @@ class Bench:
         caller (Python's os.stat/os.fstat/os.open: ~1 µs of interpreter in
         each). lookup = stat of a name the kernel has not looked up (page,
         dentry and inode caches dropped): on traincache a FUSE LOOKUP.
-        getattr = fstat of an open fd once the 1 s attr TTL expired: a FUSE
-        GETATTR (a stat by name would revalidate the expired dentry with a
-        LOOKUP instead). open+close = open(O_RDONLY) + close right after an
+        getattr = fstat of an open fd 1.5 s later: a FUSE GETATTR once the
+        1 s attr TTL expired (a stat by name would revalidate the expired
+        dentry with a LOOKUP instead); with the change feed followed the
+        kernel still holds the attributes and answers it itself. open+close = open(O_RDONLY) + close right after an
         untimed stat of the name (a fresh dentry): FUSE OPEN, FLUSH, RELEASE."""
         n = self.sizes.latency_files
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
