@@ -5,6 +5,12 @@
 #include <set>
 
 namespace traincache::server {
+namespace {
+
+// A ring longer than this drops what every watcher has taken already.
+constexpr size_t kTrimAbove = 1024;
+
+}  // namespace
 
 struct ChangeFeed::Watcher {
   uint64_t id = 0;
@@ -52,6 +58,17 @@ void ChangeFeed::Publish(const Scope& scope, std::string_view origin,
     Ring& ring = it->second;
     for (FeedChange& c : changes) {
       ring.changes.push_back(Ring::Entry{ring.next_seq++, std::string(origin), std::move(c)});
+    }
+    if (ring.changes.size() > kTrimAbove) {
+      // What every watcher has taken is not needed any more: a quiet scope
+      // keeps a short ring, a lagging watcher the whole one.
+      uint64_t oldest_needed = ring.next_seq;
+      for (uint64_t id : ring.watchers) {
+        oldest_needed = std::min(oldest_needed, watchers_.at(id)->cursor);
+      }
+      while (!ring.changes.empty() && ring.changes.front().seq < oldest_needed) {
+        ring.changes.pop_front();
+      }
     }
     while (ring.changes.size() > options_.ring_changes) ring.changes.pop_front();
     stats_.published += changes.size();
@@ -141,7 +158,9 @@ void ChangeFeed::Close() {
 
 ChangeFeedStats ChangeFeed::Stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  ChangeFeedStats out = stats_;
+  for (const auto& [scope, ring] : rings_) out.kept += ring.changes.size();
+  return out;
 }
 
 void ChangeFeed::CollectLocked(Watcher& w, const std::shared_ptr<Watcher>& ptr,

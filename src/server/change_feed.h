@@ -71,6 +71,7 @@ struct ChangeFeedStats {
   uint64_t batches = 0;    // Batches handed to watchers (heartbeats included).
   uint64_t sent = 0;       // Changes in those batches.
   uint64_t lost = 0;       // `lost` batches: watchers that fell behind.
+  uint64_t kept = 0;       // Changes held in rings now.
 };
 
 class ChangeFeed {

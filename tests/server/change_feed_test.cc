@@ -151,6 +151,21 @@ TEST(ChangeFeedTest, ABurstIsSentInFewBatchesEachChangeOnce) {
   EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), size_t{kCreates});
 }
 
+TEST(ChangeFeedTest, WhatEveryWatcherTookIsNotKept) {
+  ChangeFeed feed;
+  const Scope p1 = MustScope("project:p1");
+  Sink b(feed);
+  b.Watch(p1, "node-b");
+  for (int i = 0; i < 5000; ++i) {
+    feed.Publish(p1, "node-a", {FeedChange::Inode(static_cast<InodeId>(i + 2))});
+    if (i % 100 == 0) std::this_thread::sleep_for(6ms);  // Let batches go.
+  }
+  ASSERT_TRUE(b.WaitFor([](auto& v) { return Changes(v) == 5000; }));
+  feed.Publish(p1, "node-a", {FeedChange::Inode(1)});
+  ASSERT_TRUE(b.WaitFor([](auto& v) { return Changes(v) == 5001; }));
+  EXPECT_LE(feed.Stats().kept, 1025u);
+}
+
 TEST(ChangeFeedTest, DuplicatesInOneBatchAreSentOnce) {
   ChangeFeed feed;
   const Scope p1 = MustScope("project:p1");
