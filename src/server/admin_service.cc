@@ -185,6 +185,9 @@ grpc::ServerUnaryReactor* AdminService::DeleteScope(grpc::CallbackServerContext*
     // deletion below (or a retry) removes.
     absl::Status meta = ctx_->meta().DeleteScope(scope);
     if (!meta.ok() && meta.code() != absl::StatusCode::kNotFound) return meta;
+    // Nodes following the scope drop all they cache of it now, rather than
+    // at their next check of the scope (they then find it gone).
+    if (meta.ok()) ctx_->feed().PublishLost(scope);
     RETURN_IF_ERROR(ctx_->chunks().DeleteScope(scope));
     // A deleted project has no pin either: its next first job pins it anew.
     bool had_pin = false;

@@ -87,6 +87,24 @@ void ChangeFeed::Publish(const Scope& scope, std::string_view origin,
   Deliver(out);
 }
 
+void ChangeFeed::PublishLost(const Scope& scope) {
+  Outbox out;
+  {
+    std::lock_guard lock(mu_);
+    auto it = rings_.find(scope.ToString());
+    if (it == rings_.end()) return;
+    const Clock::time_point now = Clock::now();
+    Clock::time_point wake = Clock::time_point::max();
+    for (uint64_t id : it->second.watchers) {
+      const std::shared_ptr<Watcher>& w = watchers_.at(id);
+      w->cursor = 0;  // Before any ring's first change: TakeLocked says `lost`.
+      CollectLocked(*w, w, now, out, &wake);
+    }
+    if (wake != Clock::time_point::max()) cv_.notify_one();
+  }
+  Deliver(out);
+}
+
 uint64_t ChangeFeed::Watch(const Scope& scope, std::string origin, SendFn send, CloseFn close) {
   auto w = std::make_shared<Watcher>();
   w->scope = scope.ToString();

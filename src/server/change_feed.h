@@ -98,6 +98,10 @@ class ChangeFeed {
   // them. Nothing is kept if nobody watches the scope.
   void Publish(const Scope& scope, std::string_view origin, std::vector<FeedChange> changes);
 
+  // Everything of `scope` changed (it was deleted): its watchers are sent
+  // `lost`, so they drop all they cache of it.
+  void PublishLost(const Scope& scope);
+
   // Adds a watcher of `scope` whose node id is `origin` (not empty): `send`
   // is called with its first batch before Watch returns, and later from a
   // publisher's thread or the feed's own. Returns its id, or 0 once Close ran

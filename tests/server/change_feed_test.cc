@@ -204,6 +204,21 @@ TEST(ChangeFeedTest, AWatcherThatFellBehindTheRingIsToldItLostChanges) {
   EXPECT_EQ(b.batches()[2].inodes, std::vector<InodeId>{5});
 }
 
+TEST(ChangeFeedTest, ADeletedScopesWatchersAreToldTheyLostEverything) {
+  ChangeFeed feed;
+  const Scope p1 = MustScope("project:p1");
+  Sink b(feed);
+  b.Watch(p1, "node-b");
+  Sink c(feed);
+  c.Watch(MustScope("project:p2"), "node-c");
+  ASSERT_TRUE(b.WaitFor([](auto& v) { return v.size() == 1; }));
+  feed.PublishLost(p1);
+  ASSERT_TRUE(b.WaitFor([](auto& v) { return v.size() == 2; }));
+  EXPECT_TRUE(b.batches()[1].lost);
+  std::this_thread::sleep_for(20ms);
+  for (const FeedBatch& batch : c.batches()) EXPECT_FALSE(batch.lost);
+}
+
 TEST(ChangeFeedTest, AQuietScopeGetsHeartbeats) {
   ChangeFeed::Options options;
   options.heartbeat = 50ms;
