@@ -54,6 +54,9 @@ absl::StatusOr<uint64_t> CollectGarbage(const Scope& scope, MetadataStore& meta,
         fmt::format("grace period must not be negative, got {}", grace_seconds));
   }
   uint64_t deleted = 0;
+  // What made a chunk unreferenced must be durable before the chunk goes
+  // (a store that lets some mutations return before their sync).
+  RETURN_IF_ERROR(meta.Sync());
 
   // (a) The garbage list, a page at a time. Each page is forgotten before the
   // next is read, so the list shrinks; a page that does not start past the

@@ -24,6 +24,8 @@ constexpr uint64_t kMaxFileChunks = uint64_t{1} << 21;
 constexpr uint32_t kStatFsBlock = 4096;
 // ESTALE answered by re-committing at most this often before giving up.
 constexpr int kMaxCommitAttempts = 8;
+// Extended-attribute names remembered absent per inode.
+constexpr size_t kMaxAbsentXattrs = 8;
 
 bool AllZero(const std::string& s) {
   return s.empty() || (s[0] == 0 && std::memcmp(s.data(), s.data() + 1, s.size() - 1) == 0);
@@ -281,6 +283,13 @@ struct Filesystem::Inode {
   Clock::time_point attr_expiry;
   std::optional<uint64_t> staged_size;  // Shown instead of the server's while dirty.
   Timespec staged_mtime;
+  // Extended attributes known absent, so that GetXattr answers ENODATA
+  // without asking (the kernel asks for security.capability before every
+  // write): none at all until `no_xattrs_until` (created here), and names
+  // the server said were absent, each until its expiry. Both expire like
+  // attrs and go with them (InvalidateAttr).
+  Clock::time_point no_xattrs_until;
+  std::vector<std::pair<std::string, Clock::time_point>> absent_xattrs;
 
   absl::Mutex mu;                                      // Acquire before Filesystem::mu_.
   std::unique_ptr<WriteState> ws ABSL_GUARDED_BY(mu);  // While open for write or dirty.
@@ -542,6 +551,9 @@ void Filesystem::CacheAttr(const InodeAttr& attr) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(attr.ino);
   if (it == inodes_.end()) return;
+  // Every change bumps the version: of two answers that cross (two creates
+  // in one directory), the older never replaces the newer.
+  if (it->second->attr && it->second->attr->version > attr.version) return;
   it->second->attr = attr;
   it->second->attr_expiry = Clock::now() + options_.attr_ttl;
 }
@@ -551,7 +563,40 @@ void Filesystem::InvalidateAttr(InodeId ino) {
   auto it = inodes_.find(ino);
   // Expired, not erased: the last known attributes are what GetAttr serves
   // while the server is unreachable.
-  if (it != inodes_.end()) it->second->attr_expiry = Clock::time_point::min();
+  if (it == inodes_.end()) return;
+  it->second->attr_expiry = Clock::time_point::min();
+  it->second->no_xattrs_until = Clock::time_point::min();
+  it->second->absent_xattrs.clear();
+}
+
+bool Filesystem::XattrKnownAbsent(InodeId ino, std::string_view name) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return false;
+  const Clock::time_point now = Clock::now();
+  if (now < it->second->no_xattrs_until) return true;
+  for (const auto& [absent, expiry] : it->second->absent_xattrs) {
+    if (absent == name) return now < expiry;
+  }
+  return false;
+}
+
+void Filesystem::NoteXattrAbsent(InodeId ino, std::string_view name) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  auto& absent = it->second->absent_xattrs;
+  const Clock::time_point expiry = Clock::now() + options_.attr_ttl;
+  for (auto& [known, until] : absent) {
+    if (known == name) {
+      until = expiry;
+      return;
+    }
+  }
+  // A few names are asked about again and again (security.capability,
+  // system.posix_acl_*): a short list, the oldest dropped first.
+  if (absent.size() >= kMaxAbsentXattrs) absent.erase(absent.begin());
+  absent.emplace_back(std::string(name), expiry);
 }
 
 void Filesystem::OverlayLocked(InodeAttr& attr) {
@@ -732,7 +777,13 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
   RETURN_IF_ERROR(CheckName(name));
   const bool exclusive = (flags & O_EXCL) != 0;
   ASSIGN_OR_RETURN(CreateResult r, client_->Create(scope_, parent, name, mode, caller, exclusive));
-  InvalidateAttr(parent);
+  // The kernel asks for the directory's attributes after every create (it
+  // dropped its own): answer from what the create returned.
+  if (r.parent && r.parent->ino == parent) {
+    CacheAttr(*r.parent);
+  } else {
+    InvalidateAttr(parent);
+  }
   ChunkMap map;
   if (r.created) {
     // Empty, at the version the create made: no need to ask.
@@ -743,6 +794,10 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
     ASSIGN_OR_RETURN(map, client_->GetChunkMap(scope_, r.attr.ino));
   }
   std::shared_ptr<Inode> inode = GetOrAddInode(r.attr.ino);
+  if (r.created) {
+    absl::MutexLock lock(&mu_);
+    inode->no_xattrs_until = Clock::now() + options_.attr_ttl;
+  }
   ASSIGN_OR_RETURN(OpenReply open, OpenWithMap(inode, flags, std::move(map)));
   return CreateReply{AddLookup(r.attr), open.fh};
 }
@@ -1271,7 +1326,7 @@ absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   // Like fsync(2) on a local disk, any descriptor syncs the whole file.
-  return SyncInode(*h->inode);
+  return SyncInode(*h->inode, /*sync_if_clean=*/true);
 }
 
 absl::Status Filesystem::CommitAll() {
@@ -1282,8 +1337,14 @@ absl::Status Filesystem::CommitAll() {
     for (const auto& [ino, inode] : inodes_) inodes.push_back(inode);
   }
   absl::Status first;
-  for (const auto& inode : inodes) first.Update(SyncInode(*inode));
+  for (const auto& inode : inodes) first.Update(SyncInode(*inode, /*sync_if_clean=*/false));
+  first.Update(client_->Sync(scope_));
   return first;
+}
+
+absl::Status Filesystem::FsyncDir(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
+  return StaleIfGone(client_->Sync(scope_), ino);
 }
 
 std::string Filesystem::StagingDir() const {
@@ -1311,9 +1372,13 @@ std::vector<InodeId> Filesystem::MarkScopeDeleted() {
   return known;
 }
 
-absl::Status Filesystem::SyncInode(Inode& inode) {
+absl::Status Filesystem::SyncInode(Inode& inode, bool sync_if_clean) {
   absl::MutexLock lock(&inode.mu);
-  if (!inode.ws) return absl::OkStatus();
+  // Nothing to commit: the file's create and attribute changes may still
+  // wait for the server's next sync (MetadataSync::kContentCommits).
+  if (!inode.ws || !inode.ws->dirty) {
+    return sync_if_clean ? client_->Sync(scope_) : absl::OkStatus();
+  }
   WriteState& ws = *inode.ws;
   if (ws.fd >= 0 && ws.dirty) {
     // The commit below is what makes the data durable; syncing the staged
@@ -1444,7 +1509,11 @@ void Filesystem::ReleaseDir(uint64_t fh) {
 
 absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
+  if (XattrKnownAbsent(ino, name)) {
+    return PosixError(ENODATA, fmt::format("ino {} has no attribute '{}'", ino, name));
+  }
   absl::StatusOr<std::string> value = client_->GetXattr(scope_, ino, name);
+  if (!value.ok() && ErrnoOf(value.status()) == ENODATA) NoteXattrAbsent(ino, name);
   if (!value.ok()) return StaleIfGone(value.status(), ino);  // A missing name is ENODATA.
   return value;
 }

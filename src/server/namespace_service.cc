@@ -153,6 +153,7 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
                                                         req->exclusive())));
     ToProto(r.attr, resp->mutable_attr());
     resp->set_created(r.created);
+    if (r.parent) ToProto(*r.parent, resp->mutable_parent());
     return absl::OkStatus();
   });
 }
@@ -297,6 +298,15 @@ grpc::ServerUnaryReactor* NamespaceService::StatFs(grpc::CallbackServerContext* 
   });
 }
 
+grpc::ServerUnaryReactor* NamespaceService::Sync(grpc::CallbackServerContext* c,
+                                                 const v1::ScopeRequest* req, v1::Empty*) {
+  return ctx_->Unary(c, "rpc.Sync", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(ctx_->meta().GetUsage(scope).status());  // NOT_FOUND if it does not exist.
+    return ctx_->meta().Sync();
+  });
+}
+
 grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerContext* c,
                                                         const v1::GetAttrRequest* req,
                                                         v1::ChunkMapResponse* resp) {
@@ -304,6 +314,9 @@ grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerCont
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(ChunkMap map, ctx_->meta().GetChunkMap(scope, req->ino()));
+    // Nodes cache content by version: never hand out one a machine crash
+    // could take back and reissue (MetadataSync::kContentCommits).
+    RETURN_IF_ERROR(ctx_->meta().Sync());
     resp->set_version(map.version);
     resp->set_size(map.size);
     resp->set_chunk_size(map.chunk_size);
