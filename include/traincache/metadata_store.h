@@ -271,9 +271,9 @@ class MetadataStore {
   // (mutations share syncs). Returns once everything any read so far could
   // have seen is durable: call it before handing read results to someone who
   // will act on them across a crash. Cheap when nothing is pending. Under
-  // MetadataSync::kContentCommits it returns at once: reads may then show
-  // namespace changes that are not durable yet (call Sync before handing out
-  // a content version, which a node caches by number).
+  // MetadataSync::kContentCommits it waits only for the mutations that are
+  // synced before they return (content commits, ...): reads may show
+  // namespace changes that are not durable yet.
   virtual absl::Status WaitReadsDurable() = 0;
   // Returns once every mutation applied so far is durable (fsync, fsyncdir).
   // Cheap when nothing is pending.
@@ -291,8 +291,11 @@ enum class MetadataSync {
   // durable with the next synced mutation or Sync. Written to the OS before
   // they return, so a crash of the server process loses nothing; a crash of
   // the machine may lose those not yet synced, as a local file system loses
-  // what was not fsynced. Content versions are never reused: a commit, and
-  // a read that hands out a version (GetChunkMap), syncs first.
+  // what was not fsynced. Numbers handed out are never handed out again for
+  // something else after such a crash: inode numbers are reserved in blocks
+  // by a synced write, and versions restart above every earlier one (an
+  // epoch per process, see key_codec.h ScopeMeta). Reads never show a content
+  // commit whose sync is still running.
   kContentCommits,
 };
 

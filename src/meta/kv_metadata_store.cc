@@ -175,6 +175,8 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
     RETURN_IF_ERROR(LoadLocked(*st));
     if (!st->meta) return ScopeNotFound(scope);
     MetaTxn txn(backend_->Latest(), st->keys, *st->meta);
+    const bool new_epoch = !st->epoch_started;
+    if (new_epoch) txn.StartEpoch();
     result.emplace(fn(txn));
     if (!result->ok()) return std::move(*result);
     ASSIGN_OR_RETURN(KvBatch batch, txn.Finish());
@@ -185,7 +187,11 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
     } else {
       ASSIGN_OR_RETURN(token, backend_->Write(batch));
       st->meta = txn.meta();
+      if (new_epoch) st->epoch_started = true;
     }
+    // Numbers an answer hands out must never come back after a crash.
+    if (txn.must_sync()) durable = Durable::kAlways;
+    if (durable == Durable::kAlways) last_synced_write_.store(token, std::memory_order_relaxed);
   }
   if (durable == Durable::kUnlessRelaxed && Relaxed()) return std::move(*result);
   // Outside the scope mutex, so the next mutation of the scope can write
@@ -1004,7 +1010,9 @@ absl::Status KvMetadataStore::ForgetGarbage(const Scope& scope, const std::vecto
 namespace traincache::meta {
 
 absl::Status KvMetadataStore::WaitReadsDurable() {
-  if (Relaxed()) return absl::OkStatus();
+  // Relaxed: only writes that are synced before their answer are waited for
+  // (content commits); namespace changes may be read before their sync.
+  if (Relaxed()) return backend_->WaitDurable(last_synced_write_.load(std::memory_order_relaxed));
   return Sync();
 }
 

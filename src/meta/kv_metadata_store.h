@@ -17,6 +17,7 @@
 #ifndef TRAINCACHE_META_KV_METADATA_STORE_H_
 #define TRAINCACHE_META_KV_METADATA_STORE_H_
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,6 +118,9 @@ class KvMetadataStore : public MetadataStore {
     bool loaded ABSL_GUARDED_BY(mu) = false;
     // The stored meta record once loaded; nullopt: the scope does not exist.
     std::optional<ScopeMeta> meta ABSL_GUARDED_BY(mu);
+    // This process made a durable change that started its epoch (or created
+    // the scope): see MetaTxn::StartEpoch.
+    bool epoch_started ABSL_GUARDED_BY(mu) = false;
   };
 
   std::shared_ptr<ScopeState> State(const Scope& scope);
@@ -142,6 +146,9 @@ class KvMetadataStore : public MetadataStore {
 
   const std::unique_ptr<KvBackend> backend_;
   const MetadataSync sync_;
+  // The token of the newest write made durable before its answer (relaxed
+  // reads wait for it: no answer shows a commit whose sync is still running).
+  std::atomic<uint64_t> last_synced_write_{0};
   absl::Mutex states_mu_;
   std::unordered_map<std::string, std::shared_ptr<ScopeState>> states_ ABSL_GUARDED_BY(states_mu_);
 };

@@ -290,6 +290,9 @@ struct Filesystem::Inode {
   // attrs and go with them (InvalidateAttr).
   Clock::time_point no_xattrs_until;
   std::vector<std::pair<std::string, Clock::time_point>> absent_xattrs;
+  // Bumped by InvalidateAttr: an answer asked for before a change here is
+  // not noted after it.
+  uint64_t xattr_generation = 0;
 
   absl::Mutex mu;                                      // Acquire before Filesystem::mu_.
   std::unique_ptr<WriteState> ws ABSL_GUARDED_BY(mu);  // While open for write or dirty.
@@ -535,14 +538,23 @@ void Filesystem::ReleaseOrphan(InodeId ino) {
   }
 }
 
+bool Filesystem::KeepsNewerLocked(const Inode& inode, const InodeAttr& attr) const {
+  // Every change bumps the version: of two answers that cross (two creates
+  // in one directory), the older never replaces the newer while it is
+  // fresh. (Once expired, the server's answer wins whatever its version.)
+  return inode.attr && inode.attr->version > attr.version && Clock::now() < inode.attr_expiry;
+}
+
 InodeAttr Filesystem::AddLookup(const InodeAttr& attr) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Inode>& slot = inodes_[attr.ino];
   if (!slot) slot = std::make_shared<Inode>(attr.ino);
   ++slot->nlookup;
-  slot->attr = attr;
-  slot->attr_expiry = Clock::now() + options_.attr_ttl;
-  InodeAttr out = attr;
+  if (!KeepsNewerLocked(*slot, attr)) {
+    slot->attr = attr;
+    slot->attr_expiry = Clock::now() + options_.attr_ttl;
+  }
+  InodeAttr out = *slot->attr;
   OverlayLocked(out);
   return out;
 }
@@ -551,9 +563,7 @@ void Filesystem::CacheAttr(const InodeAttr& attr) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(attr.ino);
   if (it == inodes_.end()) return;
-  // Every change bumps the version: of two answers that cross (two creates
-  // in one directory), the older never replaces the newer.
-  if (it->second->attr && it->second->attr->version > attr.version) return;
+  if (KeepsNewerLocked(*it->second, attr)) return;
   it->second->attr = attr;
   it->second->attr_expiry = Clock::now() + options_.attr_ttl;
 }
@@ -567,12 +577,14 @@ void Filesystem::InvalidateAttr(InodeId ino) {
   it->second->attr_expiry = Clock::time_point::min();
   it->second->no_xattrs_until = Clock::time_point::min();
   it->second->absent_xattrs.clear();
+  ++it->second->xattr_generation;
 }
 
-bool Filesystem::XattrKnownAbsent(InodeId ino, std::string_view name) {
+bool Filesystem::XattrKnownAbsent(InodeId ino, std::string_view name, uint64_t* generation) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return false;
+  *generation = it->second->xattr_generation;
   const Clock::time_point now = Clock::now();
   if (now < it->second->no_xattrs_until) return true;
   for (const auto& [absent, expiry] : it->second->absent_xattrs) {
@@ -581,10 +593,10 @@ bool Filesystem::XattrKnownAbsent(InodeId ino, std::string_view name) {
   return false;
 }
 
-void Filesystem::NoteXattrAbsent(InodeId ino, std::string_view name) {
+void Filesystem::NoteXattrAbsent(InodeId ino, std::string_view name, uint64_t generation) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(ino);
-  if (it == inodes_.end()) return;
+  if (it == inodes_.end() || it->second->xattr_generation != generation) return;
   auto& absent = it->second->absent_xattrs;
   const Clock::time_point expiry = Clock::now() + options_.attr_ttl;
   for (auto& [known, until] : absent) {
@@ -1509,11 +1521,12 @@ void Filesystem::ReleaseDir(uint64_t fh) {
 
 absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
-  if (XattrKnownAbsent(ino, name)) {
+  uint64_t generation = 0;
+  if (XattrKnownAbsent(ino, name, &generation)) {
     return PosixError(ENODATA, fmt::format("ino {} has no attribute '{}'", ino, name));
   }
   absl::StatusOr<std::string> value = client_->GetXattr(scope_, ino, name);
-  if (!value.ok() && ErrnoOf(value.status()) == ENODATA) NoteXattrAbsent(ino, name);
+  if (!value.ok() && ErrnoOf(value.status()) == ENODATA) NoteXattrAbsent(ino, name, generation);
   if (!value.ok()) return StaleIfGone(value.status(), ino);  // A missing name is ENODATA.
   return value;
 }
@@ -1521,9 +1534,12 @@ absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view n
 absl::Status Filesystem::SetXattr(InodeId ino, std::string_view name, std::string_view value,
                                   uint32_t flags) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(StaleIfGone(client_->SetXattr(scope_, ino, name, value, flags), ino));
+  // Before and after, whatever the answer (an unanswered call may have been
+  // applied): no GetXattr running meanwhile notes the name absent.
   InvalidateAttr(ino);
-  return absl::OkStatus();
+  absl::Status s = client_->SetXattr(scope_, ino, name, value, flags);
+  InvalidateAttr(ino);
+  return StaleIfGone(s, ino);
 }
 
 absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
@@ -1540,9 +1556,10 @@ absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
 
 absl::Status Filesystem::RemoveXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(StaleIfGone(client_->RemoveXattr(scope_, ino, name), ino));
+  InvalidateAttr(ino);  // As SetXattr.
+  absl::Status s = client_->RemoveXattr(scope_, ino, name);
   InvalidateAttr(ino);
-  return absl::OkStatus();
+  return StaleIfGone(s, ino);
 }
 
 absl::StatusOr<struct statvfs> Filesystem::StatFs() {

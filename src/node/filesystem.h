@@ -275,9 +275,14 @@ class Filesystem {
   InodeAttr AddLookup(const InodeAttr& attr);
   void CacheAttr(const InodeAttr& attr);
   // Whether GetXattr may answer ENODATA for `name` without asking; and
-  // noting that the server said so.
-  bool XattrKnownAbsent(InodeId ino, std::string_view name);
-  void NoteXattrAbsent(InodeId ino, std::string_view name);
+  // noting that the server said so, unless InvalidateAttr ran since
+  // `generation` was read (XattrKnownAbsent sets it).
+  bool XattrKnownAbsent(InodeId ino, std::string_view name, uint64_t* generation);
+  void NoteXattrAbsent(InodeId ino, std::string_view name, uint64_t generation);
+  // Whether `inode` keeps its cached attributes over `attr`: they are fresh
+  // and of a newer version.
+  bool KeepsNewerLocked(const Inode& inode, const InodeAttr& attr) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateAttr(InodeId ino);
   // Applies the staged size/mtime of `ino`, if any. Requires mu_.
   void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

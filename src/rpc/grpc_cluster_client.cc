@@ -361,7 +361,10 @@ absl::Status GrpcClusterClient::Sync(const Scope& scope) {
   v1::ScopeRequest req;
   req.set_scope(scope.ToString());
   v1::Empty resp;
-  return Unary("Sync", Resend::kSafe, &v1::Namespace::Stub::Sync, req, &resp);
+  absl::Status s = Unary("Sync", Resend::kSafe, &v1::Namespace::Stub::Sync, req, &resp);
+  // A server from before Sync made every change durable as it applied it.
+  if (absl::IsUnimplemented(s)) return absl::OkStatus();
+  return s;
 }
 
 absl::StatusOr<ScopeUsage> GrpcClusterClient::StatFs(const Scope& scope) {

@@ -314,9 +314,6 @@ grpc::ServerUnaryReactor* NamespaceService::GetChunkMap(grpc::CallbackServerCont
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     ASSIGN_OR_RETURN(ChunkMap map, ctx_->meta().GetChunkMap(scope, req->ino()));
-    // Nodes cache content by version: never hand out one a machine crash
-    // could take back and reissue (MetadataSync::kContentCommits).
-    RETURN_IF_ERROR(ctx_->meta().Sync());
     resp->set_version(map.version);
     resp->set_size(map.size);
     resp->set_chunk_size(map.chunk_size);
