@@ -127,6 +127,10 @@ class ClusterClient {
   virtual absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name) = 0;
   // Quota, bytes used and live inodes of the scope (what statfs shows).
   virtual absl::StatusOr<ScopeUsage> StatFs(const Scope& scope) = 0;
+  // Returns once every change to the scope made so far is durable on the
+  // server (a server may apply namespace changes before their disk sync:
+  // MetadataSync). For fsync and fsyncdir.
+  virtual absl::Status Sync(const Scope& scope) = 0;
   // The content of regular file `ino`; its `version` is the expected_version
   // of a following CommitContent.
   virtual absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) = 0;

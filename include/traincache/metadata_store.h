@@ -61,6 +61,9 @@ inline constexpr uint32_t kXattrReplace = 2;  // XATTR_REPLACE
 struct CreateResult {
   InodeAttr attr;
   bool created = false;  // false: the name existed and exclusive was false.
+  // When created: the directory's attributes right after the create (new
+  // mtime, ctime, version), so a node can keep them instead of asking again.
+  std::optional<InodeAttr> parent;
 };
 
 struct UnlinkResult {
@@ -263,23 +266,48 @@ class MetadataStore {
       const std::function<absl::Status(InodeId parent, std::string_view name, InodeId child)>&
           entry) = 0;
 
-  // --- read barrier ---
+  // --- durability ---
   // Reads may see a mutation of another thread before its batch is durable
   // (mutations share syncs). Returns once everything any read so far could
   // have seen is durable: call it before handing read results to someone who
-  // will act on them across a crash (a node caching version N+1). Cheap when
-  // nothing is pending.
+  // will act on them across a crash. Cheap when nothing is pending. Under
+  // MetadataSync::kContentCommits it waits only for the mutations that are
+  // synced before they return (content commits, ...): reads may show
+  // namespace changes that are not durable yet.
   virtual absl::Status WaitReadsDurable() = 0;
+  // Returns once every mutation applied so far is durable (fsync, fsyncdir).
+  // Cheap when nothing is pending.
+  virtual absl::Status Sync() = 0;
+};
+
+// When a mutation of the RocksDB store is durable.
+enum class MetadataSync {
+  // Every mutation, when it returns.
+  kEveryChange,
+  // Content commits (CommitContent*), scope, quota and orphan changes when
+  // they return, and every mutation applied before them with them. Namespace
+  // and attribute changes (create, mkdir, symlink, link, unlink, rmdir,
+  // rename, setattr, xattrs) are applied and visible at once and become
+  // durable with the next synced mutation or Sync. Written to the OS before
+  // they return, so a crash of the server process loses nothing; a crash of
+  // the machine may lose those not yet synced, as a local file system loses
+  // what was not fsynced. Numbers handed out are never handed out again for
+  // something else after such a crash: inode numbers are reserved in blocks
+  // by a synced write, and versions restart above every earlier one (an
+  // epoch per process, see key_codec.h ScopeMeta). Reads never show a content
+  // commit whose sync is still running.
+  kContentCommits,
 };
 
 // Creates the in-memory twin (tests, fakes). Never fails.
 std::unique_ptr<MetadataStore> NewMemoryMetadataStore();
 
 // Opens (creating if needed) the RocksDB store in directory `path`. Mutations
-// are durable when they return (WAL synced; concurrent mutations share one
+// are durable as `sync` says (WAL synced; concurrent mutations share one
 // sync). INTERNAL naming the path if RocksDB cannot open it, e.g. because
 // another process holds its lock.
-absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path);
+absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(
+    const std::string& path, MetadataSync sync = MetadataSync::kEveryChange);
 
 }  // namespace traincache
 

@@ -38,6 +38,10 @@ absl::StatusOr<bool> DeleteIfUnreferenced(const Scope& scope, const ChunkId& id,
   if (commit_lock) lock = std::unique_lock(*commit_lock);
   ASSIGN_OR_RETURN(uint64_t refs, meta.ChunkRefCount(scope, id));
   if (refs != 0) return false;
+  // What dropped the last reference (a release, a truncate, a commit) may
+  // still be syncing: a crash must not bring back a reference to a chunk
+  // that is gone.
+  RETURN_IF_ERROR(meta.Sync());
   absl::StatusOr<uint64_t> size = chunks.Stat(scope, id);
   if (absl::IsNotFound(size.status())) return false;
   if (!size.ok()) return size.status();

@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache-server: the cluster cache service"};
   std::string config_path;
-  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen;
+  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen, metadata_sync;
   std::optional<uint64_t> quota;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "file holding the bearer token");
   app.add_option("--default-quota-bytes", quota, "quota of a new scope (default 1 TB)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_option("--metadata-sync", metadata_sync,
+                 "content-commits (default: close and fsync are durable, namespace changes "
+                 "with them) or every-change (each change waits for a disk sync)");
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: none)");
   CLI11_PARSE(app, argc, argv);
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
     }
     if (quota) config->default_quota_bytes = *quota;
     if (log_level) config->log_level = *log_level;
+    if (metadata_sync) config->metadata_sync = *metadata_sync;
     if (metrics_listen) config->metrics_listen = *metrics_listen;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
   }

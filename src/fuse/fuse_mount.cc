@@ -332,8 +332,8 @@ void OpReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-void OpFsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  fuse_reply_err(req, 0);  // Every namespace change is durable when it returns.
+void OpFsyncDir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  fuse_reply_err(req, ToErrno(Fs(req).FsyncDir(ino)));
 }
 
 void OpStatFs(fuse_req_t req, fuse_ino_t) {

@@ -271,6 +271,8 @@ std::string EncodeScopeMeta(const ScopeMeta& m) {
   PutVarint(&out, m.quota_bytes);
   PutVarint(&out, m.used_bytes);
   PutVarint(&out, m.used_inodes);
+  PutVarint(&out, m.ino_limit);
+  PutVarint(&out, m.epoch);
   return out;
 }
 
@@ -279,7 +281,11 @@ absl::StatusOr<ScopeMeta> DecodeScopeMeta(std::string_view value) {
   ScopeMeta m;
   if (!r.Format() || !r.Varint(&m.generation) || !r.Varint(&m.next_ino) ||
       !r.Varint(&m.quota_bytes) || !r.Varint(&m.used_bytes) || !r.Varint(&m.used_inodes) ||
-      !r.done() || m.next_ino <= kRootInode) {
+      m.next_ino <= kRootInode) {
+    return Corrupt("scope meta");
+  }
+  // Records written before ino_limit and epoch existed end here.
+  if (!r.done() && (!r.Varint(&m.ino_limit) || !r.Varint(&m.epoch) || !r.done())) {
     return Corrupt("scope meta");
   }
   return m;

@@ -125,8 +125,17 @@ struct ScopeMeta {
   uint64_t quota_bytes = kDefaultQuotaBytes;
   uint64_t used_bytes = 0;   // ScopeUsage::bytes.
   uint64_t used_inodes = 0;  // ScopeUsage::inodes.
+  // Inode numbers below this were reserved by a durable write: a process
+  // that loads the scope starts at ino_limit, never reusing a number its
+  // predecessor handed out in a change that a machine crash then lost.
+  InodeId ino_limit = 0;
+  // Bumped by the first change after each load; versions of this epoch are
+  // at least epoch << kEpochShift, so no version number handed out before a
+  // crash is handed out again for another content or attribute state.
+  uint64_t epoch = 0;
   bool operator==(const ScopeMeta&) const = default;
 };
+inline constexpr int kEpochShift = 40;
 std::string EncodeScopeMeta(const ScopeMeta& meta);
 absl::StatusOr<ScopeMeta> DecodeScopeMeta(std::string_view value);
 

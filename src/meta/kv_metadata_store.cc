@@ -145,8 +145,8 @@ absl::StatusOr<StoredChunkMap> Resize(const StoredChunkMap& old, uint64_t size, 
 
 }  // namespace
 
-KvMetadataStore::KvMetadataStore(std::unique_ptr<KvBackend> backend)
-    : backend_(std::move(backend)) {}
+KvMetadataStore::KvMetadataStore(std::unique_ptr<KvBackend> backend, MetadataSync sync)
+    : backend_(std::move(backend)), sync_(sync) {}
 
 std::shared_ptr<KvMetadataStore::ScopeState> KvMetadataStore::State(const Scope& scope) {
   std::string name = scope.ToString();
@@ -164,7 +164,7 @@ absl::Status KvMetadataStore::LoadLocked(ScopeState& st) {
 }
 
 template <typename Fn>
-auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn)
+auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
     -> decltype(fn(std::declval<MetaTxn&>())) {
   using Result = decltype(fn(std::declval<MetaTxn&>()));
   std::shared_ptr<ScopeState> st = State(scope);
@@ -175,6 +175,8 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn)
     RETURN_IF_ERROR(LoadLocked(*st));
     if (!st->meta) return ScopeNotFound(scope);
     MetaTxn txn(backend_->Latest(), st->keys, *st->meta);
+    const bool new_epoch = !st->epoch_started;
+    if (new_epoch) txn.StartEpoch();
     result.emplace(fn(txn));
     if (!result->ok()) return std::move(*result);
     ASSIGN_OR_RETURN(KvBatch batch, txn.Finish());
@@ -185,8 +187,13 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn)
     } else {
       ASSIGN_OR_RETURN(token, backend_->Write(batch));
       st->meta = txn.meta();
+      if (new_epoch) st->epoch_started = true;
     }
+    // Numbers an answer hands out must never come back after a crash.
+    if (txn.must_sync()) durable = Durable::kAlways;
+    if (durable == Durable::kAlways) last_synced_write_.store(token, std::memory_order_relaxed);
   }
+  if (durable == Durable::kUnlessRelaxed && Relaxed()) return std::move(*result);
   // Outside the scope mutex, so the next mutation of the scope can write
   // while this one waits for (and shares) the sync.
   RETURN_IF_ERROR(backend_->WaitDurable(token));
@@ -370,7 +377,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::SetAttr(const Scope& scope, InodeId i
     if (req.atime) rec->attr.atime = *req.atime;
     if (req.mtime) rec->attr.mtime = *req.mtime;
     return rec->attr;
-  });
+  }, req.size ? Durable::kAlways : Durable::kUnlessRelaxed);
 }
 
 absl::StatusOr<ReadDirPage> KvMetadataStore::ReadDir(const Scope& scope, InodeId dir,
@@ -430,8 +437,8 @@ absl::StatusOr<CreateResult> KvMetadataStore::Create(const Scope& scope, InodeId
     InodeRecord* rec = txn.NewInode(S_IFREG | (mode & kPermBits), caller, 1);
     txn.PutDentry(parent, name, DentryValue{rec->attr.ino, S_IFREG});
     txn.Touch(dir, /*modified=*/true);
-    return CreateResult{rec->attr, true};
-  });
+    return CreateResult{rec->attr, true, dir->attr};
+  }, Durable::kUnlessRelaxed);
 }
 
 absl::StatusOr<InodeAttr> KvMetadataStore::Mkdir(const Scope& scope, InodeId parent,
@@ -451,7 +458,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Mkdir(const Scope& scope, InodeId par
     ++dir->attr.nlink;  // The new directory's "..".
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  });
+  }, Durable::kUnlessRelaxed);
 }
 
 absl::StatusOr<InodeAttr> KvMetadataStore::Symlink(const Scope& scope, InodeId parent,
@@ -469,7 +476,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Symlink(const Scope& scope, InodeId p
     txn.PutDentry(parent, name, DentryValue{rec->attr.ino, S_IFLNK});
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  });
+  }, Durable::kUnlessRelaxed);
 }
 
 absl::StatusOr<std::string> KvMetadataStore::ReadLink(const Scope& scope, InodeId ino) {
@@ -507,7 +514,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Link(const Scope& scope, InodeId ino,
     txn.Touch(rec, /*modified=*/false);
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  });
+  }, Durable::kUnlessRelaxed);
 }
 
 absl::StatusOr<UnlinkResult> KvMetadataStore::Unlink(const Scope& scope, InodeId parent,
@@ -522,7 +529,7 @@ absl::StatusOr<UnlinkResult> KvMetadataStore::Unlink(const Scope& scope, InodeId
     txn.DeleteDentry(parent, name);
     txn.Touch(dir, /*modified=*/true);
     return txn.DropLink(rec);
-  });
+  }, Durable::kUnlessRelaxed);
 }
 
 absl::Status KvMetadataStore::Rmdir(const Scope& scope, InodeId parent, std::string_view name) {
@@ -546,7 +553,7 @@ absl::Status KvMetadataStore::Rmdir(const Scope& scope, InodeId parent, std::str
                   --dir->attr.nlink;
                   txn.Touch(dir, /*modified=*/true);
                   return true;
-                })
+                }, Durable::kUnlessRelaxed)
       .status();
 }
 
@@ -659,7 +666,7 @@ absl::StatusOr<UnlinkResult> KvMetadataStore::Rename(const Scope& scope, InodeId
     txn.Touch(src_dir, /*modified=*/true);
     txn.Touch(dst_dir, /*modified=*/true);
     return replaced;
-  });
+  }, Durable::kUnlessRelaxed);
 }
 
 // --- xattrs ---
@@ -700,7 +707,7 @@ absl::Status KvMetadataStore::SetXattr(const Scope& scope, InodeId ino, std::str
                   txn.Put(std::move(key), std::string(value));
                   txn.Touch(rec, /*modified=*/false);
                   return true;
-                })
+                }, Durable::kUnlessRelaxed)
       .status();
 }
 
@@ -733,7 +740,7 @@ absl::Status KvMetadataStore::RemoveXattr(const Scope& scope, InodeId ino, std::
                   txn.Delete(std::move(key));
                   txn.Touch(rec, /*modified=*/false);
                   return true;
-                })
+                }, Durable::kUnlessRelaxed)
       .status();
 }
 
@@ -1003,7 +1010,14 @@ absl::Status KvMetadataStore::ForgetGarbage(const Scope& scope, const std::vecto
 namespace traincache::meta {
 
 absl::Status KvMetadataStore::WaitReadsDurable() {
-  // Any write a read could have seen was applied before this token was taken.
+  // Relaxed: only writes that are synced before their answer are waited for
+  // (content commits); namespace changes may be read before their sync.
+  if (Relaxed()) return backend_->WaitDurable(last_synced_write_.load(std::memory_order_relaxed));
+  return Sync();
+}
+
+absl::Status KvMetadataStore::Sync() {
+  // Any write applied so far was applied before this token was taken.
   return backend_->WaitDurable(backend_->LastToken());
 }
 

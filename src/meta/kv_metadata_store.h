@@ -17,6 +17,7 @@
 #ifndef TRAINCACHE_META_KV_METADATA_STORE_H_
 #define TRAINCACHE_META_KV_METADATA_STORE_H_
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,7 +34,8 @@ namespace traincache::meta {
 
 class KvMetadataStore : public MetadataStore {
  public:
-  explicit KvMetadataStore(std::unique_ptr<KvBackend> backend);
+  explicit KvMetadataStore(std::unique_ptr<KvBackend> backend,
+                           MetadataSync sync = MetadataSync::kEveryChange);
 
   absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create,
                                       uint64_t quota_if_created = kDefaultQuotaBytes) override;
@@ -97,8 +99,15 @@ class KvMetadataStore : public MetadataStore {
   absl::StatusOr<std::vector<ChunkId>> ListGarbage(const Scope& scope, uint32_t limit) override;
   absl::Status ForgetGarbage(const Scope& scope, const std::vector<ChunkId>& ids) override;
   absl::Status WaitReadsDurable() override;
+  absl::Status Sync() override;
 
  private:
+  // Whether a mutation waits for its write to be durable before it returns.
+  enum class Durable {
+    kAlways,
+    kUnlessRelaxed,  // Not under MetadataSync::kContentCommits.
+  };
+
   // What this process knows of one scope. Every write of the scope's keys
   // happens under `mu` (one process owns the backend), so the cached meta
   // is the stored one.
@@ -109,18 +118,24 @@ class KvMetadataStore : public MetadataStore {
     bool loaded ABSL_GUARDED_BY(mu) = false;
     // The stored meta record once loaded; nullopt: the scope does not exist.
     std::optional<ScopeMeta> meta ABSL_GUARDED_BY(mu);
+    // This process made a durable change that started its epoch (or created
+    // the scope): see MetaTxn::StartEpoch.
+    bool epoch_started ABSL_GUARDED_BY(mu) = false;
   };
 
   std::shared_ptr<ScopeState> State(const Scope& scope);
+  bool Relaxed() const { return sync_ == MetadataSync::kContentCommits; }
   // Loads `st.meta` on first use. INTERNAL/DATA_LOSS if unreadable.
   absl::Status LoadLocked(ScopeState& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu);
 
   // Runs `fn(MetaTxn&)` (returning absl::StatusOr<T>) as one mutation of an
   // existing scope (NOT_FOUND otherwise): under the scope mutex, writes the
   // transaction's batch if it changed anything; then waits for durability
-  // outside the mutex. An error from `fn` changes nothing.
+  // outside the mutex (as `durable` and the store's MetadataSync say). An
+  // error from `fn` changes nothing.
   template <typename Fn>
-  auto Mutate(const Scope& scope, Fn&& fn) -> decltype(fn(std::declval<MetaTxn&>()));
+  auto Mutate(const Scope& scope, Fn&& fn, Durable durable = Durable::kAlways)
+      -> decltype(fn(std::declval<MetaTxn&>()));
 
   // For read-only operations: NOT_FOUND naming the scope if it does not
   // exist, else NOT_FOUND for the inode.
@@ -130,6 +145,10 @@ class KvMetadataStore : public MetadataStore {
                                            InodeId ino);
 
   const std::unique_ptr<KvBackend> backend_;
+  const MetadataSync sync_;
+  // The token of the newest write made durable before its answer (relaxed
+  // reads wait for it: no answer shows a commit whose sync is still running).
+  std::atomic<uint64_t> last_synced_write_{0};
   absl::Mutex states_mu_;
   std::unordered_map<std::string, std::shared_ptr<ScopeState>> states_ ABSL_GUARDED_BY(states_mu_);
 };

@@ -96,7 +96,27 @@ absl::StatusOr<InodeRecord*> MetaTxn::GetChild(const DentryValue& d) {
   return rec;
 }
 
+namespace {
+// Inode numbers reserved by one durable write (ScopeMeta::ino_limit); a
+// restart skips what is left of the block.
+constexpr InodeId kInodeReserve = 4096;
+}  // namespace
+
+void MetaTxn::StartEpoch() {
+  ++meta_.epoch;
+  meta_.next_ino = std::max(meta_.next_ino, meta_.ino_limit);
+  must_sync_ = true;
+}
+
+uint64_t MetaTxn::NextVersion(uint64_t version) const {
+  return std::max(version + 1, meta_.epoch << kEpochShift);
+}
+
 InodeRecord* MetaTxn::NewInode(uint32_t mode, const Caller& caller, uint32_t nlink) {
+  if (meta_.next_ino >= meta_.ino_limit) {
+    meta_.ino_limit = meta_.next_ino + kInodeReserve;
+    must_sync_ = true;
+  }
   InodeId ino = meta_.next_ino++;
   CachedInode& c = inodes_[ino];
   c.rec = InodeRecord{};
@@ -106,7 +126,7 @@ InodeRecord* MetaTxn::NewInode(uint32_t mode, const Caller& caller, uint32_t nli
   c.rec.attr.gid = caller.gid;
   c.rec.attr.nlink = nlink;
   c.rec.attr.atime = c.rec.attr.mtime = c.rec.attr.ctime = now_;
-  c.rec.attr.version = 1;
+  c.rec.attr.version = NextVersion(0);
   c.dirty = true;
   c.bumped = true;
   ++meta_.used_inodes;
@@ -117,7 +137,7 @@ void MetaTxn::Touch(InodeRecord* rec, bool modified) {
   CachedInode& c = inodes_.at(rec->attr.ino);
   c.dirty = true;
   if (!c.bumped) {
-    ++c.rec.attr.version;
+    c.rec.attr.version = NextVersion(c.rec.attr.version);
     c.bumped = true;
   }
   c.rec.attr.ctime = now_;

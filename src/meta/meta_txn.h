@@ -54,6 +54,15 @@ class MetaTxn {
   ScopeMeta& meta() { return meta_; }
   // The one timestamp of this mutation.
   Timespec now() const { return now_; }
+  // The first change of the scope by this process: a new epoch, and inode
+  // numbers from the reserved limit on (ScopeMeta). The caller makes this
+  // transaction durable before it returns.
+  void StartEpoch();
+  // This transaction reserved inode numbers or started an epoch: it must be
+  // durable before its answer is given, whatever the store's MetadataSync.
+  bool must_sync() const { return must_sync_; }
+  // The version after `version`: one more, and at least this epoch's first.
+  uint64_t NextVersion(uint64_t version) const;
 
   // --- raw keys (never inode keys: those go through the inode methods) ---
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key);
@@ -117,6 +126,7 @@ class MetaTxn {
   const ScopeKeys& keys_;
   const ScopeMeta original_meta_;
   ScopeMeta meta_;
+  bool must_sync_ = false;
   const Timespec now_;
   std::map<std::string, std::optional<std::string>> pending_;  // nullopt: delete.
   std::map<InodeId, CachedInode> inodes_;

@@ -5,7 +5,8 @@
 // Durability: a mutation's batch is written with sync=false under its scope's
 // mutex (so batches become visible in order), then the mutation waits outside
 // the mutex until the WAL is synced past its write; concurrent mutations
-// share one SyncWAL (WalSyncer). A mutation returns only once durable.
+// share one SyncWAL (WalSyncer). A mutation returns only once durable, except
+// the ones MetadataSync::kContentCommits lets return once written to the OS.
 #include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
@@ -197,9 +198,11 @@ absl::StatusOr<std::unique_ptr<KvBackend>> OpenRocksKvBackend(const std::string&
 
 }  // namespace meta
 
-absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path) {
+absl::StatusOr<std::unique_ptr<MetadataStore>> OpenRocksMetadataStore(const std::string& path,
+                                                                      MetadataSync sync) {
   ASSIGN_OR_RETURN(std::unique_ptr<meta::KvBackend> backend, meta::OpenRocksKvBackend(path));
-  return std::unique_ptr<MetadataStore>(std::make_unique<meta::KvMetadataStore>(std::move(backend)));
+  return std::unique_ptr<MetadataStore>(
+      std::make_unique<meta::KvMetadataStore>(std::move(backend), sync));
 }
 
 }  // namespace traincache

@@ -24,6 +24,8 @@ constexpr uint64_t kMaxFileChunks = uint64_t{1} << 21;
 constexpr uint32_t kStatFsBlock = 4096;
 // ESTALE answered by re-committing at most this often before giving up.
 constexpr int kMaxCommitAttempts = 8;
+// Extended-attribute names remembered absent per inode.
+constexpr size_t kMaxAbsentXattrs = 8;
 
 bool AllZero(const std::string& s) {
   return s.empty() || (s[0] == 0 && std::memcmp(s.data(), s.data() + 1, s.size() - 1) == 0);
@@ -281,6 +283,16 @@ struct Filesystem::Inode {
   Clock::time_point attr_expiry;
   std::optional<uint64_t> staged_size;  // Shown instead of the server's while dirty.
   Timespec staged_mtime;
+  // Extended attributes known absent, so that GetXattr answers ENODATA
+  // without asking (the kernel asks for security.capability before every
+  // write): none at all until `no_xattrs_until` (created here), and names
+  // the server said were absent, each until its expiry. Both expire like
+  // attrs and go with them (InvalidateAttr).
+  Clock::time_point no_xattrs_until;
+  std::vector<std::pair<std::string, Clock::time_point>> absent_xattrs;
+  // Bumped by InvalidateAttr: an answer asked for before a change here is
+  // not noted after it.
+  uint64_t xattr_generation = 0;
   // The entries naming it that the kernel was handed (Filesystem::names_).
   std::vector<std::pair<InodeId, std::string>> names;
 
@@ -535,16 +547,25 @@ void Filesystem::ReleaseOrphan(InodeId ino) {
   }
 }
 
+bool Filesystem::KeepsNewerLocked(const Inode& inode, const InodeAttr& attr) const {
+  // Every change bumps the version: of two answers that cross (two creates
+  // in one directory), the older never replaces the newer while it is
+  // fresh. (Once expired, the server's answer wins whatever its version.)
+  return inode.attr && inode.attr->version > attr.version && Clock::now() < inode.attr_expiry;
+}
+
 InodeAttr Filesystem::AddLookup(const InodeAttr& attr, uint64_t ticket, InodeId parent,
                                 std::string_view name) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Inode>& slot = inodes_[attr.ino];
   if (!slot) slot = std::make_shared<Inode>(attr.ino);
   ++slot->nlookup;
-  slot->attr = attr;
-  slot->attr_expiry = ExpiryLocked(ticket);
+  if (!KeepsNewerLocked(*slot, attr)) {
+    slot->attr = attr;
+    slot->attr_expiry = ExpiryLocked(ticket);
+  }
   AddNameLocked(parent, name, attr.ino);
-  InodeAttr out = attr;
+  InodeAttr out = *slot->attr;
   OverlayLocked(out);
   return out;
 }
@@ -553,6 +574,7 @@ void Filesystem::CacheAttr(const InodeAttr& attr, uint64_t ticket) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(attr.ino);
   if (it == inodes_.end()) return;
+  if (KeepsNewerLocked(*it->second, attr)) return;
   it->second->attr = attr;
   it->second->attr_expiry = ExpiryLocked(ticket);
 }
@@ -624,7 +646,7 @@ KernelInvalidation Filesystem::DropAllLocked() {
   out.inodes.reserve(inodes_.size());
   for (auto& [ino, inode] : inodes_) {
     inode->names.clear();
-    inode->attr_expiry = Clock::time_point::min();
+    DropAttrLocked(*inode);
     out.inodes.push_back(ino);
   }
   return out;
@@ -639,7 +661,7 @@ KernelInvalidation Filesystem::SetFeedHealthy(bool healthy) {
   if (!healthy) return DropAllLocked();
   // Cached while the feed was not followed (for attr_ttl): a change made
   // then would never be told.
-  for (auto& [ino, inode] : inodes_) inode->attr_expiry = Clock::time_point::min();
+  for (auto& [ino, inode] : inodes_) DropAttrLocked(*inode);
   return {};
 }
 
@@ -659,7 +681,7 @@ KernelInvalidation Filesystem::ApplyChanges(const ScopeChanges& changes) {
   auto drop_attr = [&](InodeId ino) {
     auto it = inodes_.find(ino);
     if (it == inodes_.end()) return;  // Neither this node nor its kernel knows it.
-    it->second->attr_expiry = Clock::time_point::min();
+    DropAttrLocked(*it->second);
     if (inodes.insert(ino).second) out.inodes.push_back(ino);
   };
   for (const auto& [parent, name] : changes.entries) {
@@ -682,9 +704,47 @@ std::vector<InodeId> Filesystem::KnownInodes(const std::vector<InodeId>& inodes)
 void Filesystem::InvalidateAttr(InodeId ino) {
   absl::MutexLock lock(&mu_);
   auto it = inodes_.find(ino);
+  if (it != inodes_.end()) DropAttrLocked(*it->second);
+}
+
+void Filesystem::DropAttrLocked(Inode& inode) {
   // Expired, not erased: the last known attributes are what GetAttr serves
   // while the server is unreachable.
-  if (it != inodes_.end()) it->second->attr_expiry = Clock::time_point::min();
+  inode.attr_expiry = Clock::time_point::min();
+  inode.no_xattrs_until = Clock::time_point::min();
+  inode.absent_xattrs.clear();
+  ++inode.xattr_generation;
+}
+
+bool Filesystem::XattrKnownAbsent(InodeId ino, std::string_view name, uint64_t* generation) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return false;
+  *generation = it->second->xattr_generation;
+  const Clock::time_point now = Clock::now();
+  if (now < it->second->no_xattrs_until) return true;
+  for (const auto& [absent, expiry] : it->second->absent_xattrs) {
+    if (absent == name) return now < expiry;
+  }
+  return false;
+}
+
+void Filesystem::NoteXattrAbsent(InodeId ino, std::string_view name, uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end() || it->second->xattr_generation != generation) return;
+  auto& absent = it->second->absent_xattrs;
+  const Clock::time_point expiry = Clock::now() + options_.attr_ttl;
+  for (auto& [known, until] : absent) {
+    if (known == name) {
+      until = expiry;
+      return;
+    }
+  }
+  // A few names are asked about again and again (security.capability,
+  // system.posix_acl_*): a short list, the oldest dropped first.
+  if (absent.size() >= kMaxAbsentXattrs) absent.erase(absent.begin());
+  absent.emplace_back(std::string(name), expiry);
 }
 
 void Filesystem::OverlayLocked(InodeAttr& attr) {
@@ -870,7 +930,13 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
   const bool exclusive = (flags & O_EXCL) != 0;
   const uint64_t ticket = CacheTicket();
   ASSIGN_OR_RETURN(CreateResult r, client_->Create(scope_, parent, name, mode, caller, exclusive));
-  InvalidateAttr(parent);
+  // The kernel asks for the directory's attributes after every create (it
+  // dropped its own): answer from what the create returned.
+  if (r.parent && r.parent->ino == parent) {
+    CacheAttr(*r.parent, ticket);
+  } else {
+    InvalidateAttr(parent);
+  }
   ChunkMap map;
   if (r.created) {
     // Empty, at the version the create made: no need to ask.
@@ -881,6 +947,10 @@ absl::StatusOr<CreateReply> Filesystem::Create(InodeId parent, std::string_view 
     ASSIGN_OR_RETURN(map, client_->GetChunkMap(scope_, r.attr.ino));
   }
   std::shared_ptr<Inode> inode = GetOrAddInode(r.attr.ino);
+  if (r.created) {
+    absl::MutexLock lock(&mu_);
+    inode->no_xattrs_until = Clock::now() + options_.attr_ttl;
+  }
   ASSIGN_OR_RETURN(OpenReply open, OpenWithMap(inode, flags, std::move(map)));
   return CreateReply{AddLookup(r.attr, ticket, parent, name), open.fh};
 }
@@ -1429,7 +1499,7 @@ absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   // Like fsync(2) on a local disk, any descriptor syncs the whole file.
-  return SyncInode(*h->inode);
+  return SyncInode(*h->inode, /*sync_if_clean=*/true);
 }
 
 absl::Status Filesystem::CommitAll() {
@@ -1440,8 +1510,14 @@ absl::Status Filesystem::CommitAll() {
     for (const auto& [ino, inode] : inodes_) inodes.push_back(inode);
   }
   absl::Status first;
-  for (const auto& inode : inodes) first.Update(SyncInode(*inode));
+  for (const auto& inode : inodes) first.Update(SyncInode(*inode, /*sync_if_clean=*/false));
+  first.Update(client_->Sync(scope_));
   return first;
+}
+
+absl::Status Filesystem::FsyncDir(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
+  return StaleIfGone(client_->Sync(scope_), ino);
 }
 
 std::string Filesystem::StagingDir() const {
@@ -1469,9 +1545,13 @@ std::vector<InodeId> Filesystem::MarkScopeDeleted() {
   return known;
 }
 
-absl::Status Filesystem::SyncInode(Inode& inode) {
+absl::Status Filesystem::SyncInode(Inode& inode, bool sync_if_clean) {
   absl::MutexLock lock(&inode.mu);
-  if (!inode.ws) return absl::OkStatus();
+  // Nothing to commit: the file's create and attribute changes may still
+  // wait for the server's next sync (MetadataSync::kContentCommits).
+  if (!inode.ws || !inode.ws->dirty) {
+    return sync_if_clean ? client_->Sync(scope_) : absl::OkStatus();
+  }
   WriteState& ws = *inode.ws;
   if (ws.fd >= 0 && ws.dirty) {
     // The commit below is what makes the data durable; syncing the staged
@@ -1604,7 +1684,12 @@ void Filesystem::ReleaseDir(uint64_t fh) {
 
 absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
+  uint64_t generation = 0;
+  if (XattrKnownAbsent(ino, name, &generation)) {
+    return PosixError(ENODATA, fmt::format("ino {} has no attribute '{}'", ino, name));
+  }
   absl::StatusOr<std::string> value = client_->GetXattr(scope_, ino, name);
+  if (!value.ok() && ErrnoOf(value.status()) == ENODATA) NoteXattrAbsent(ino, name, generation);
   if (!value.ok()) return StaleIfGone(value.status(), ino);  // A missing name is ENODATA.
   return value;
 }
@@ -1612,9 +1697,12 @@ absl::StatusOr<std::string> Filesystem::GetXattr(InodeId ino, std::string_view n
 absl::Status Filesystem::SetXattr(InodeId ino, std::string_view name, std::string_view value,
                                   uint32_t flags) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(StaleIfGone(client_->SetXattr(scope_, ino, name, value, flags), ino));
+  // Before and after, whatever the answer (an unanswered call may have been
+  // applied): no GetXattr running meanwhile notes the name absent.
   InvalidateAttr(ino);
-  return absl::OkStatus();
+  absl::Status s = client_->SetXattr(scope_, ino, name, value, flags);
+  InvalidateAttr(ino);
+  return StaleIfGone(s, ino);
 }
 
 absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
@@ -1631,9 +1719,10 @@ absl::StatusOr<std::string> Filesystem::ListXattr(InodeId ino) {
 
 absl::Status Filesystem::RemoveXattr(InodeId ino, std::string_view name) {
   RETURN_IF_ERROR(CheckLive());
-  RETURN_IF_ERROR(StaleIfGone(client_->RemoveXattr(scope_, ino, name), ino));
+  InvalidateAttr(ino);  // As SetXattr.
+  absl::Status s = client_->RemoveXattr(scope_, ino, name);
   InvalidateAttr(ino);
-  return absl::OkStatus();
+  return StaleIfGone(s, ino);
 }
 
 absl::StatusOr<struct statvfs> Filesystem::StatFs() {

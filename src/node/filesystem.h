@@ -225,7 +225,12 @@ class Filesystem {
   // close(2) of one descriptor: commits staged data. The commit's error
   // (EIO after a lost conflict, EDQUOT, ...) is close's.
   absl::Status Flush(InodeId ino, uint64_t fh);
+  // fsync(2): commits what is staged (a commit is durable, with every change
+  // made before it); with nothing to commit, asks the server to sync, as the
+  // file's create and attribute changes may not be durable yet (MetadataSync).
   absl::Status Fsync(InodeId ino, uint64_t fh, bool datasync);
+  // fsync(2) of a directory: every change so far (names in it) made durable.
+  absl::Status FsyncDir(InodeId ino);
   // FUSE passthrough (DESIGN.md, "Node tier"): for read-only handle `fh`
   // of `ino`, when this node stages no write of the inode and the version
   // the handle opened is complete in the node tier, lends out that version's
@@ -270,8 +275,9 @@ class Filesystem {
 
   // --- the scope as a whole (the node daemon) ---
   // Commits every staged change of this scope now, as an fsync of each
-  // dirty file would (a job's detach waits for its writes this way). Returns
-  // the first error; the other inodes are still tried.
+  // dirty file would (a job's detach waits for its writes this way), then
+  // makes every change durable. Returns the first error; the other inodes
+  // are still tried.
   absl::Status CommitAll();
   // The scope was deleted on the server: from now on every call answers
   // ENOENT (never data of the old scope), and what was staged is discarded.
@@ -328,6 +334,17 @@ class Filesystem {
   InodeId DropNameLocked(InodeId parent, std::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops every cached attribute and name; returns them for the kernel.
   KernelInvalidation DropAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops what is cached of `inode`'s attributes (and xattrs known absent).
+  void DropAttrLocked(Inode& inode) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether GetXattr may answer ENODATA for `name` without asking; and
+  // noting that the server said so, unless InvalidateAttr ran since
+  // `generation` was read (XattrKnownAbsent sets it).
+  bool XattrKnownAbsent(InodeId ino, std::string_view name, uint64_t* generation);
+  void NoteXattrAbsent(InodeId ino, std::string_view name, uint64_t generation);
+  // Whether `inode` keeps its cached attributes over `attr`: they are fresh
+  // and of a newer version.
+  bool KeepsNewerLocked(const Inode& inode, const InodeAttr& attr) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InvalidateAttr(InodeId ino);
   // Applies the staged size/mtime of `ino`, if any. Requires mu_.
   void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -337,8 +354,9 @@ class Filesystem {
   absl::Status CheckLive() const;
   // <staging_dir>/<kind>/<id>: this scope's staging folder.
   std::string StagingDir() const;
-  // Commits the inode's staged data, if any (fsync's work).
-  absl::Status SyncInode(Inode& inode);
+  // Commits the inode's staged data, if any (fsync's work); with nothing
+  // staged and `sync_if_clean`, asks the server to sync instead.
+  absl::Status SyncInode(Inode& inode, bool sync_if_clean);
   // An unlink or rename removed the last link of `r.ino`.
   void HandleUnlinked(const UnlinkResult& r);
   // Ends a pin of GetOrAddInode (or a handle's count); the last one of an

@@ -342,7 +342,9 @@ absl::StatusOr<CreateResult> GrpcClusterClient::Create(const Scope& scope, Inode
   // Without O_EXCL a second copy finds the file the first made and returns it.
   RETURN_IF_ERROR(Unary("Create", exclusive ? Resend::kNever : Resend::kSafe,
                         &v1::Namespace::Stub::Create, req, &resp));
-  return CreateResult{.attr = rpc::FromProto(resp.attr()), .created = resp.created()};
+  CreateResult r{.attr = rpc::FromProto(resp.attr()), .created = resp.created()};
+  if (resp.has_parent()) r.parent = rpc::FromProto(resp.parent());
+  return r;
 }
 
 absl::StatusOr<UnlinkResult> GrpcClusterClient::Unlink(const Scope& scope, InodeId parent,
@@ -459,6 +461,16 @@ absl::Status GrpcClusterClient::RemoveXattr(const Scope& scope, InodeId ino,
   v1::Empty resp;
   // A second copy would fail with ENODATA.
   return Unary("RemoveXattr", Resend::kNever, &v1::Namespace::Stub::RemoveXattr, req, &resp);
+}
+
+absl::Status GrpcClusterClient::Sync(const Scope& scope) {
+  v1::ScopeRequest req;
+  req.set_scope(scope.ToString());
+  v1::Empty resp;
+  absl::Status s = Unary("Sync", Resend::kSafe, &v1::Namespace::Stub::Sync, req, &resp);
+  // A server from before Sync made every change durable as it applied it.
+  if (absl::IsUnimplemented(s)) return absl::OkStatus();
+  return s;
 }
 
 absl::StatusOr<ScopeUsage> GrpcClusterClient::StatFs(const Scope& scope) {

@@ -109,6 +109,7 @@ class GrpcClusterClient final : public ClusterClient {
   absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& scope, InodeId ino) override;
   absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name) override;
   absl::StatusOr<ScopeUsage> StatFs(const Scope& scope) override;
+  absl::Status Sync(const Scope& scope) override;
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) override;
   absl::StatusOr<InodeAttr> CommitContent(const Scope& scope, InodeId ino,
                                           uint64_t expected_version, uint64_t size,

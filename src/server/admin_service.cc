@@ -65,7 +65,7 @@ class SummarizeReactor final : public grpc::ServerWriteReactor<v1::SummarizeResp
     ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req.scope()));
     auto start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(summary_, SummarizeScope(ctx_->meta(), scope, cancelled));
-    // As every read answer: nothing leaves before what it saw is durable.
+    // As every read answer (MetadataStore::WaitReadsDurable).
     RETURN_IF_ERROR(ctx_->meta().WaitReadsDurable());
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::steady_clock::now() - start)

@@ -62,7 +62,10 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   std::unique_ptr<CacheServer> s(new CacheServer());
   s->config_ = config;
   ASSIGN_OR_RETURN(s->lock_fd_, LockDataDir(config.data_dir));
-  ASSIGN_OR_RETURN(s->meta_, OpenRocksMetadataStore(config.data_dir + "/meta"));
+  ASSIGN_OR_RETURN(s->meta_, OpenRocksMetadataStore(config.data_dir + "/meta",
+                                                     config.metadata_sync == "every-change"
+                                                         ? MetadataSync::kEveryChange
+                                                         : MetadataSync::kContentCommits));
   ASSIGN_OR_RETURN(s->chunks_, OpenDiskChunkStore(config.data_dir + "/chunks"));
   if (config.registry.empty()) {
     // The pins live in a RocksDB of their own, apart from the scopes.

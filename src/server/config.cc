@@ -109,6 +109,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadString(node, key, &c.token_file));
     } else if (key == "log_level") {
       RETURN_IF_ERROR(ReadString(node, key, &c.log_level));
+    } else if (key == "metadata_sync") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.metadata_sync));
     } else if (key == "default_quota_bytes") {
       RETURN_IF_ERROR(ReadUnsigned(node, key, INT64_MAX, &c.default_quota_bytes));
     } else if (key == "worker_threads") {
@@ -194,6 +196,9 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
   if (c.token.size() < 16) return KeyError("token", "must be at least 16 characters");
   if (c.worker_threads == 0) return KeyError("worker_threads", "must be at least 1");
   if (c.lock_lease_seconds == 0) return KeyError("lock_lease_seconds", "must be at least 1");
+  if (c.metadata_sync != "content-commits" && c.metadata_sync != "every-change") {
+    return KeyError("metadata_sync", "must be content-commits or every-change");
+  }
   static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {
     return KeyError("log_level", "must be trace, debug, info, warn or error");

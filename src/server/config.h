@@ -28,6 +28,10 @@ struct ServerConfig {
   uint32_t gc_grace_seconds = 3600;       // an uncommitted upload is kept this long
   uint32_t orphan_grace_seconds = 86400;  // an unlinked file nobody released is kept this long
   uint32_t lock_lease_seconds = 15;       // a dead node's file locks are freed after this long
+  // When metadata changes are durable (MetadataSync, metadata_store.h):
+  // "content-commits" (close, fsync, fsyncdir; namespace changes ride along)
+  // or "every-change" (each create, rename, chmod, ... waits for a disk sync).
+  std::string metadata_sync = "content-commits";
 
   // Cluster affinity (proto/traincache/v1/cluster.proto).
   std::string cluster = "local";          // this server's cluster (an id)

@@ -272,6 +272,7 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
     if (r.created) Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(r.attr, resp->mutable_attr());
     resp->set_created(r.created);
+    if (r.parent) ToProto(*r.parent, resp->mutable_parent());
     return absl::OkStatus();
   });
 }
@@ -430,6 +431,15 @@ grpc::ServerUnaryReactor* NamespaceService::StatFs(grpc::CallbackServerContext* 
     resp->set_used_bytes(usage.bytes);
     resp->set_inodes(usage.inodes);
     return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Sync(grpc::CallbackServerContext* c,
+                                                 const v1::ScopeRequest* req, v1::Empty*) {
+  return ctx_->Unary(c, "rpc.Sync", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+    TC_SCOPE(scope, req);
+    RETURN_IF_ERROR(ctx_->meta().GetUsage(scope).status());  // NOT_FOUND if it does not exist.
+    return ctx_->meta().Sync();
   });
 }
 

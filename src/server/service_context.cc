@@ -132,7 +132,9 @@ grpc::ServerUnaryReactor* ServiceContext::Unary(grpc::CallbackServerContext* ctx
   if (work == Work::kQuick) {
     absl::Status status = body();
     // A read may have seen a commit whose WAL sync is still running; the
-    // answer leaves only once that is durable (usually nothing is pending).
+    // answer leaves only once that is durable (usually nothing is pending;
+    // under metadata_sync = content-commits, namespace changes are not
+    // waited for: see MetadataStore::WaitReadsDurable).
     if (status.ok()) status = meta_->WaitReadsDurable();
     Finished(method, status, started);
     reactor->Finish(rpc::ToGrpcStatus(status));

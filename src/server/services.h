@@ -45,6 +45,7 @@ class NamespaceService final : public v1::Namespace::CallbackService {
   Reactor* ListXattr(Ctx*, const v1::GetAttrRequest*, v1::ListXattrResponse*) override;
   Reactor* RemoveXattr(Ctx*, const v1::XattrRequest*, v1::Empty*) override;
   Reactor* StatFs(Ctx*, const v1::ScopeRequest*, v1::StatFsResponse*) override;
+  Reactor* Sync(Ctx*, const v1::ScopeRequest*, v1::Empty*) override;
   Reactor* GetChunkMap(Ctx*, const v1::GetAttrRequest*, v1::ChunkMapResponse*) override;
   Reactor* CommitContent(Ctx*, const v1::CommitRequest*, v1::AttrResponse*) override;
   Reactor* ReleaseInode(Ctx*, const v1::GetAttrRequest*, v1::Empty*) override;

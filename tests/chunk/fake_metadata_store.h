@@ -69,6 +69,7 @@ class FakeMetadataStore : public MetadataStore {
     return out;
   }
   absl::Status WaitReadsDurable() override { return absl::OkStatus(); }
+  absl::Status Sync() override { return absl::OkStatus(); }
   absl::Status ForgetGarbage(const Scope& scope, const std::vector<ChunkId>& ids) override {
     absl::MutexLock lock(&mu_);
     if (ignore_forget_) return absl::OkStatus();

@@ -342,6 +342,39 @@ TEST_F(ServerTest, AcknowledgedCommitSurvivesKillMinus9) {
   EXPECT_TRUE(fs.Lookup(kRootInode, "after-commit").ok());
 }
 
+// Namespace changes return before their disk sync (metadata_sync =
+// content-commits, the default), but they are written to the OS first: a
+// crash of the server process loses none of them.
+TEST_F(ServerTest, NamespaceChangesWithoutACommitSurviveKillMinus9) {
+  auto dir = fs_->Mkdir(kRootInode, "d");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(fs_->Create(dir->ino, "f" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(fs_->Rename(dir->ino, "f0", kRootInode, "moved").ok());
+  ASSERT_TRUE(fs_->Unlink(dir->ino, "f1").ok());
+  ASSERT_TRUE(fs_->Symlink(kRootInode, "link", "d/f2").ok());
+  server_->Kill();
+
+  ASSERT_TRUE(server_->Start().ok());
+  client_ = server_->Client();
+  RemoteFs fs(client_.get(), fs_->scope());
+  auto entries = fs.ReadDirAll(dir->ino);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  std::set<std::string> names;
+  for (const DirEntry& e : *entries) {
+    if (e.name != "." && e.name != "..") names.insert(e.name);
+  }
+  EXPECT_EQ(names.size(), 48u);  // f2..f49.
+  EXPECT_TRUE(names.count("f49"));
+  EXPECT_FALSE(names.count("f0"));
+  EXPECT_FALSE(names.count("f1"));
+  EXPECT_TRUE(fs.Lookup(kRootInode, "moved").ok());
+  auto link = fs.Lookup(kRootInode, "link");
+  ASSERT_TRUE(link.ok());
+  EXPECT_EQ(*fs.ReadLink(link->ino), "d/f2");
+}
+
 TEST_F(ServerTest, GarbageCollectionDeletesReplacedChunksAndKeepsFreshUploads) {
   auto f = fs_->Create(kRootInode, "f");
   const std::string old_data = RandomBytes(3 * kMinChunkSize, 7);

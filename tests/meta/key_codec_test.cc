@@ -136,7 +136,7 @@ StoredChunkMap SampleMap() {
 }
 
 TEST(KeyCodecTest, ValuesRoundTrip) {
-  ScopeMeta meta{~0ull, 1234, 1ull << 40, 5, 6};
+  ScopeMeta meta{~0ull, 1234, 1ull << 40, 5, 6, 5000, 7};
   EXPECT_EQ(*DecodeScopeMeta(EncodeScopeMeta(meta)), meta);
   for (uint32_t type : {S_IFREG, S_IFDIR, S_IFLNK}) {
     InodeRecord r = SampleInode(type);
@@ -175,8 +175,24 @@ void ExpectTruncationsFail(const std::string& good, Decode decode) {
   EXPECT_EQ(decode(good + "x").status().code(), absl::StatusCode::kDataLoss);
 }
 
+// A scope meta written before ino_limit and epoch existed ends after
+// used_inodes: it reads with both 0.
+TEST(KeyCodecTest, ScopeMetaOfTheEarlierFormatReads) {
+  const std::string now = EncodeScopeMeta(ScopeMeta{1, 2, 3, 4, 5, 200, 300});
+  const std::string earlier = EncodeScopeMeta(ScopeMeta{1, 2, 3, 4, 5});
+  const size_t earlier_size = earlier.size() - 2;  // ino_limit 0 and epoch 0: a byte each.
+  absl::StatusOr<ScopeMeta> m = DecodeScopeMeta(earlier.substr(0, earlier_size));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(*m, (ScopeMeta{1, 2, 3, 4, 5}));
+  // Every other cut of the current format is DATA_LOSS.
+  for (size_t n = 0; n < now.size(); ++n) {
+    if (n == earlier_size) continue;
+    EXPECT_EQ(DecodeScopeMeta(now.substr(0, n)).status().code(), absl::StatusCode::kDataLoss) << n;
+  }
+  EXPECT_EQ(DecodeScopeMeta(now + "x").status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(KeyCodecTest, TruncatedOrTrailingInputFails) {
-  ExpectTruncationsFail(EncodeScopeMeta(ScopeMeta{1, 2, 3, 4, 5}), DecodeScopeMeta);
   for (uint32_t type : {S_IFREG, S_IFDIR}) {
     ExpectTruncationsFail(EncodeInode(SampleInode(type)),
                           [](std::string_view v) { return DecodeInode(42, v); });

@@ -78,6 +78,7 @@ class CorruptingClient final : public ClusterClient {
       TC_UNIMPLEMENTED
   absl::Status RemoveXattr(const Scope&, InodeId, std::string_view) override TC_UNIMPLEMENTED
   absl::StatusOr<ScopeUsage> StatFs(const Scope&) override TC_UNIMPLEMENTED
+  absl::Status Sync(const Scope&) override TC_UNIMPLEMENTED
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope&, InodeId) override TC_UNIMPLEMENTED
   absl::StatusOr<InodeAttr> CommitContent(const Scope&, InodeId, uint64_t, uint64_t, uint32_t,
                                           const std::vector<ChunkRef>&, Timespec) override

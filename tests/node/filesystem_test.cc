@@ -112,6 +112,7 @@ class CountingClient final : public ClusterClient {
     return f_->RemoveXattr(s, i, n);
   }
   absl::StatusOr<ScopeUsage> StatFs(const Scope& s) override { return f_->StatFs(s); }
+  absl::Status Sync(const Scope& s) override { return f_->Sync(s); }
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope& s, InodeId i) override {
     return f_->GetChunkMap(s, i);
   }
@@ -680,6 +681,90 @@ TEST_F(FilesystemTest, QuotaErrorsReachCloseAndKeepTheLastContent) {
   EXPECT_EQ(ToErrno(fs.Flush(ino, o->fh)), EDQUOT);
   fs.Release(ino, o->fh);
   EXPECT_TRUE(SameBytes(Cat(fs, "f"), "small"));
+}
+
+TEST_F(FilesystemTest, CreateKeepsTheDirectorysNewAttributesAndKnowsTheFileHasNoXattrs) {
+  auto node = MakeNode("c", std::chrono::hours(1));
+  Filesystem& fs = *node->fs;
+  auto before_or = fs.GetAttr(kRootInode);
+  ASSERT_TRUE(before_or.ok()) << before_or.status();
+  InodeAttr before = *before_or;
+  auto c_or = fs.Create(kRootInode, "f", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c_or.ok()) << c_or.status();
+  CreateReply c = *c_or;
+  const uint64_t getattrs = fake_.Calls("GetAttr");
+  const uint64_t getxattrs = fake_.Calls("GetXattr");
+  // The kernel asks for the directory after each create: answered from the
+  // create's reply, which is the server's state.
+  auto after_or = fs.GetAttr(kRootInode);
+  ASSERT_TRUE(after_or.ok()) << after_or.status();
+  InodeAttr after = *after_or;
+  EXPECT_GT(after.version, before.version);
+  auto server_or = fake_.GetAttr(scope_, kRootInode);
+  ASSERT_TRUE(server_or.ok()) << server_or.status();
+  InodeAttr server = *server_or;
+  EXPECT_EQ(after.version, server.version);
+  EXPECT_EQ(after.mtime, server.mtime);
+  EXPECT_EQ(fake_.Calls("GetAttr"), getattrs + 1);  // Only the line above.
+  // The kernel asks for security.capability before a write.
+  EXPECT_EQ(ToErrno(fs.GetXattr(c.attr.ino, "security.capability").status()), ENODATA);
+  EXPECT_EQ(fake_.Calls("GetXattr"), getxattrs);
+  // Set here: seen here at once.
+  ASSERT_TRUE(fs.SetXattr(c.attr.ino, "security.capability", "v", 0).ok());
+  auto value_or = fs.GetXattr(c.attr.ino, "security.capability");
+  ASSERT_TRUE(value_or.ok()) << value_or.status();
+  std::string value = *value_or;
+  EXPECT_EQ(value, "v");
+  fs.Release(c.attr.ino, c.fh);
+}
+
+TEST_F(FilesystemTest, AnAbsentXattrIsAskedForOncePerTtl) {
+  auto node = MakeNode("c", std::chrono::hours(1));
+  Filesystem& fs = *node->fs;
+  WriteFile(A(), "f", "x");
+  auto f_or = fs.Lookup(kRootInode, "f");
+  ASSERT_TRUE(f_or.ok()) << f_or.status();
+  InodeAttr f = *f_or;
+  const uint64_t getxattrs = fake_.Calls("GetXattr");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(ToErrno(fs.GetXattr(f.ino, "user.k").status()), ENODATA);
+  }
+  EXPECT_EQ(fake_.Calls("GetXattr"), getxattrs + 1);
+  // Another name is asked for; a name set on this node is found.
+  EXPECT_EQ(ToErrno(fs.GetXattr(f.ino, "user.other").status()), ENODATA);
+  EXPECT_EQ(fake_.Calls("GetXattr"), getxattrs + 2);
+  ASSERT_TRUE(fs.SetXattr(f.ino, "user.k", "1", 0).ok());
+  auto value_or = fs.GetXattr(f.ino, "user.k");
+  ASSERT_TRUE(value_or.ok()) << value_or.status();
+  std::string value = *value_or;
+  EXPECT_EQ(value, "1");
+  // Without a TTL (node A), every call asks.
+  const uint64_t now = fake_.Calls("GetXattr");
+  EXPECT_EQ(ToErrno(A().GetXattr(f.ino, "user.none").status()), ENODATA);
+  EXPECT_EQ(ToErrno(A().GetXattr(f.ino, "user.none").status()), ENODATA);
+  EXPECT_EQ(fake_.Calls("GetXattr"), now + 2);
+}
+
+TEST_F(FilesystemTest, FsyncWithNothingStagedAndFsyncDirAskTheServerToSync) {
+  auto c_or = A().Create(kRootInode, "f", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c_or.ok()) << c_or.status();
+  CreateReply c = *c_or;
+  const InodeId ino = c.attr.ino;
+  uint64_t syncs = fake_.Calls("Sync");
+  // Staged data: the commit is the sync.
+  ASSERT_TRUE(A().Write(ino, c.fh, 0, "data").ok());
+  ASSERT_TRUE(A().Fsync(ino, c.fh, false).ok());
+  EXPECT_EQ(fake_.Calls("Sync"), syncs);
+  // Nothing staged: the create and any attribute change must still be made
+  // durable.
+  ASSERT_TRUE(A().Fsync(ino, c.fh, false).ok());
+  EXPECT_EQ(fake_.Calls("Sync"), syncs + 1);
+  ASSERT_TRUE(A().FsyncDir(kRootInode).ok());
+  EXPECT_EQ(fake_.Calls("Sync"), syncs + 2);
+  // A failed sync is fsync's error.
+  fake_.FailNext("Sync", absl::UnavailableError("server down"), 1);
+  EXPECT_EQ(ToErrno(A().FsyncDir(kRootInode)), ToErrno(absl::UnavailableError("")));
+  A().Release(ino, c.fh);
 }
 
 TEST_F(FilesystemTest, ForgetDropsTableEntries) {

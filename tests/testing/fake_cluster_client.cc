@@ -201,6 +201,12 @@ absl::StatusOr<ScopeUsage> FakeClusterClient::StatFs(const Scope& scope) {
   return meta_->GetUsage(scope);
 }
 
+absl::Status FakeClusterClient::Sync(const Scope& scope) {
+  RETURN_IF_ERROR(Enter("Sync"));
+  RETURN_IF_ERROR(meta_->GetUsage(scope).status());
+  return meta_->Sync();
+}
+
 absl::StatusOr<ChunkMap> FakeClusterClient::GetChunkMap(const Scope& scope, InodeId ino) {
   RETURN_IF_ERROR(Enter("GetChunkMap"));
   RETURN_IF_ERROR(CheckIno(ino));
