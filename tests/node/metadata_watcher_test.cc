@@ -19,6 +19,7 @@
 #include "testing/fake_cluster_client.h"
 #include "testing/temp_dir.h"
 #include "traincache/node_tier.h"
+#include "traincache/status.h"
 
 namespace traincache::node {
 namespace {
@@ -196,6 +197,23 @@ TEST_F(MetadataWatcherTest, AChangeDropsWhatItNamesHereAndInTheKernel) {
   EXPECT_TRUE(Eventually([&] { return kernel_.InodeCount(kRootInode) >= 1; }));
   EXPECT_EQ(kernel_.EntryCount({kRootInode, "never-looked-up"}), 0u);
   EXPECT_EQ(watcher_->Stats().changes, 5u);
+}
+
+TEST_F(MetadataWatcherTest, AnXattrSetElsewhereIsNoLongerKnownAbsent) {
+  Follow();
+  const InodeId ino = WriteFile(A(), "f", "one");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  EXPECT_EQ(ToErrno(B().GetXattr(ino, "user.tag").status()), ENODATA);  // Noted absent.
+  ASSERT_TRUE(A().SetXattr(ino, "user.tag", "v1", 0).ok());
+  // Until the change arrives, B still answers from what it noted.
+  EXPECT_EQ(ToErrno(B().GetXattr(ino, "user.tag").status()), ENODATA);
+  ScopeChanges c;
+  c.inodes = {ino};
+  fake_.FeedSend(scope_, c);
+  ASSERT_TRUE(Eventually([&] { return kernel_.InodeCount(ino) >= 1; }));
+  absl::StatusOr<std::string> value = B().GetXattr(ino, "user.tag");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v1");
 }
 
 TEST_F(MetadataWatcherTest, AReplyThatRacedAChangeIsCachedBriefly) {
