@@ -347,6 +347,11 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
     out[fmt::format("scope.{}.commit_rebases", name)] = s.commit_rebases;
     out[fmt::format("scope.{}.uploaded_chunks", name)] = s.uploaded_chunks;
     out[fmt::format("scope.{}.uploaded_bytes", name)] = s.uploaded_bytes;
+    out[fmt::format("scope.{}.background_uploaded_chunks", name)] = s.background_uploaded_chunks;
+    out[fmt::format("scope.{}.background_uploaded_bytes", name)] = s.background_uploaded_bytes;
+    out[fmt::format("scope.{}.background_used_chunks", name)] = s.background_used_chunks;
+    out[fmt::format("scope.{}.background_dropped_chunks", name)] = s.background_dropped_chunks;
+    out[fmt::format("scope.{}.commit_resends", name)] = s.commit_resends;
     fuse::PassthroughStats p = m->mount->passthrough_stats();
     out[fmt::format("scope.{}.passthrough_enabled", name)] = p.enabled ? 1 : 0;
     out[fmt::format("scope.{}.passthrough_opens", name)] = p.opens;

@@ -47,6 +47,16 @@ CounterNaming NodeCounterNaming() {
           {"scope.<scope>.commit_rebases", "Commits redone after a concurrent change"},
           {"scope.<scope>.uploaded_chunks", "Chunks uploaded to the server"},
           {"scope.<scope>.uploaded_bytes", "Bytes of chunks uploaded to the server"},
+          {"scope.<scope>.background_uploaded_chunks",
+           "Chunks uploaded while their file was still being written"},
+          {"scope.<scope>.background_uploaded_bytes",
+           "Bytes of chunks uploaded while their file was still being written"},
+          {"scope.<scope>.background_used_chunks",
+           "Chunks a commit took from a background upload instead of sending them"},
+          {"scope.<scope>.background_dropped_chunks",
+           "Background uploads made useless by a later write or truncate of their chunk"},
+          {"scope.<scope>.commit_resends",
+           "Commits that sent chunks again because the server no longer had them"},
       }};
 }
 
