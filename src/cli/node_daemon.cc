@@ -68,7 +68,11 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
       scope, fmt::format("{}/{}/{}", options_.mount_root, scope.kind_name(), scope.id()));
   m->fs = std::make_unique<node::Filesystem>(
       scope, client_.get(), fetcher_.get(), tier_.get(),
-      node::FilesystemOptions{.staging_dir = options_.staging_dir, .create_scope = create});
+      node::FilesystemOptions{.staging_dir = options_.staging_dir,
+                              .create_scope = create,
+                              .background_upload = options_.background_upload,
+                              .upload_threads = options_.upload_threads,
+                              .upload_budget_bytes = options_.upload_budget_bytes});
   RETURN_IF_ERROR(m->fs->Init().status());
   ASSIGN_OR_RETURN(m->mount,
                    fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
@@ -352,6 +356,7 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
     out[fmt::format("scope.{}.background_used_chunks", name)] = s.background_used_chunks;
     out[fmt::format("scope.{}.background_dropped_chunks", name)] = s.background_dropped_chunks;
     out[fmt::format("scope.{}.commit_resends", name)] = s.commit_resends;
+    out[fmt::format("scope.{}.upload_peak_bytes", name)] = s.upload_peak_bytes;
     fuse::PassthroughStats p = m->mount->passthrough_stats();
     out[fmt::format("scope.{}.passthrough_enabled", name)] = p.enabled ? 1 : 0;
     out[fmt::format("scope.{}.passthrough_opens", name)] = p.opens;

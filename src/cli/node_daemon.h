@@ -64,6 +64,11 @@ struct NodeDaemonOptions {
   prometheus::Registry* metrics = nullptr;
   // FUSE passthrough for files complete in the node tier (fuse/passthrough.h).
   bool passthrough = true;
+  // Write path of every mount (node::FilesystemOptions): upload finished
+  // chunks while files are written, on how many threads, in how many bytes.
+  bool background_upload = true;
+  size_t upload_threads = 4;
+  uint64_t upload_budget_bytes = 32ull << 20;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {

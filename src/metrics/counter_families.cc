@@ -26,7 +26,8 @@ std::string NamePart(std::string_view key) {
 CounterNaming NodeCounterNaming() {
   return CounterNaming{
       .prefix = "traincache_node",
-      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes"},
+      .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes",
+                 "scope.upload_peak_bytes"},
       .help = {
           {"tier.capacity_bytes", "Bytes the node tier may fill"},
           {"tier.used_bytes", "Bytes of chunks present in the node tier"},
@@ -55,6 +56,9 @@ CounterNaming NodeCounterNaming() {
            "Chunks a commit took from a background upload instead of sending them"},
           {"scope.<scope>.background_dropped_chunks",
            "Background uploads made useless by a later write or truncate of their chunk"},
+          {"scope.<scope>.upload_peak_bytes",
+           "Most bytes of written chunks queued or being uploaded at once (bounded by "
+           "--upload-budget-bytes)"},
           {"scope.<scope>.commit_resends",
            "Commits that sent chunks again because the server no longer had them"},
       }};

@@ -38,7 +38,7 @@ void ChunkUploader::Ticket::Cancel() {
     if (state_ != State::kQueued) return;  // Running: it sees cancelled_; done: nothing to do.
     state_ = State::kDone;
     result_ = absl::CancelledError("upload cancelled before it started");
-    bytes_ = std::string();
+    std::string().swap(bytes_);  // Frees it (assigning an empty string keeps the capacity).
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
   }
@@ -160,11 +160,17 @@ void ChunkUploader::Run(Ticket& t) {
     return t.cancelled_;
   };
   // The input is the task's alone from here: kRunning keeps Cancel off it.
-  std::unique_ptr<char[]> buffer;
   std::string_view bytes = t.bytes_;
   absl::StatusOr<Result> result = [&]() -> absl::StatusOr<Result> {
     if (t.fd_ >= 0) {
-      buffer.reset(new char[t.length_]);  // Not zero-filled: every byte is read over.
+      // One buffer per upload thread, reused (as big as the largest chunk
+      // it read): no multi-MiB allocation per chunk.
+      thread_local std::unique_ptr<char[]> buffer;
+      thread_local size_t buffer_size = 0;
+      if (buffer_size < t.length_) {
+        buffer.reset(new char[t.length_]);  // Not zero-filled: every byte is read over.
+        buffer_size = t.length_;
+      }
       size_t done = 0;
       while (done < t.length_) {
         ssize_t r = pread(t.fd_, buffer.get() + done, t.length_ - done,
@@ -199,7 +205,6 @@ void ChunkUploader::Run(Ticket& t) {
     spdlog::info("[{}] background upload of a chunk failed (the commit retries it): {}",
                  scope_.ToString(), result.status().ToString());
   }
-  buffer.reset();
   {
     absl::MutexLock lock(&mu_);
     if (result.ok() && result->uploaded) {
@@ -213,7 +218,7 @@ void ChunkUploader::Run(Ticket& t) {
   }
   // The bytes go, and their budget with them, before the ticket says done:
   // a caller that waited may count on the room.
-  t.bytes_ = std::string();
+  std::string().swap(t.bytes_);  // Frees it (assigning an empty string keeps the capacity).
   if (t.fd_ >= 0) close(t.fd_);
   t.fd_ = -1;
   Release(t.length_);

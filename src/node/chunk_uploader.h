@@ -17,7 +17,8 @@
 // against Options::budget_bytes (a staging-file task counts from admission,
 // though it reads its bytes only when it runs). A task is admitted only if
 // it fits (or nothing else is admitted: a chunk larger than the budget still
-// goes, alone), so the bytes held never exceed max(budget, one chunk).
+// goes, alone), so the bytes held never exceed max(budget, one chunk). Each
+// thread also keeps the buffer it reads staging files into (one chunk).
 // While a commit waits for room, TryUploadFromFile admits nothing, so
 // background work of other files cannot starve a close.
 //

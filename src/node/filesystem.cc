@@ -1016,8 +1016,10 @@ absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t si
 
 absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offset, size_t n,
                                     char* out) {
-  std::memset(out, 0, n);
   const uint64_t end = offset + n;
+  // Zeros first, unless every byte comes from the staging file (a commit
+  // reading written chunks: no need to clear megabytes it overwrites).
+  if (!ws.written.Covers(offset, end)) std::memset(out, 0, n);
   // Base bytes that still show and were not overwritten.
   const uint64_t base_end = std::min({end, ws.base_limit, ws.base.size});
   if (offset < base_end) {
@@ -1035,7 +1037,10 @@ absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offse
           pread(ws.fd, out + (pos - offset), static_cast<size_t>(b - pos), static_cast<off_t>(pos));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return ErrnoStatus(errno, fmt::format("read of staging file {}", ws.path));
-      if (r == 0) break;  // Cannot happen for written bytes; zeros then.
+      if (r == 0) {  // Cannot happen for written bytes; zeros then.
+        std::memset(out + (pos - offset), 0, static_cast<size_t>(b - pos));
+        break;
+      }
       pos += static_cast<uint64_t>(r);
     }
   }

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -119,6 +120,20 @@ TEST_F(ChunkUploaderTest, UploadsWhatTheServerLacksAndNamesHolesWithoutSendingTh
   EXPECT_EQ(up.Stats().uploaded_chunks, 1u);
   EXPECT_EQ(up.Stats().background_uploaded_chunks, 0u);
   EXPECT_EQ(up.Stats().held_bytes, 0u);
+}
+
+// A commit keeps the tickets of all its chunks until it has collected them:
+// a finished ticket must not keep its chunk's bytes.
+TEST_F(ChunkUploaderTest, FinishedTicketsHoldNoBytes) {
+  ChunkUploader up(scope_, &fake_, {.threads = 2, .budget_bytes = 4 << 20});
+  const size_t before = mallinfo2().uordblks;
+  std::vector<std::shared_ptr<ChunkUploader::Ticket>> tickets;
+  for (int i = 0; i < 32; ++i) tickets.push_back(up.Upload(Random(1 << 20, 100 + i)));
+  for (auto& t : tickets) ASSERT_TRUE(t->Wait().ok());
+  // 32 MiB went through; what stays (the fake's copies aside) is small.
+  const size_t stored = 32u << 20;
+  EXPECT_LT(mallinfo2().uordblks, before + stored + (4u << 20));
+  tickets.clear();
 }
 
 TEST_F(ChunkUploaderTest, BackgroundTasksReadTheStagingFileWhenTheyRun) {
