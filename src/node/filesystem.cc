@@ -179,6 +179,8 @@ struct Filesystem::WriteState {
   // journal: a recovery hashes the staged bytes again (and the server's
   // HasChunks spares their upload).
   std::map<uint64_t, std::shared_ptr<ChunkUploader::Ticket>> uploads;
+  // Closes removed staging files (CloseFiles); nullptr: inline.
+  ThreadPool* janitor = nullptr;
 
   WriteState(ChunkMap map, uint32_t default_chunk_size) {
     Reset(std::move(map), default_chunk_size);
@@ -220,17 +222,28 @@ struct Filesystem::WriteState {
   void RemoveFile() { CloseFiles(/*remove=*/true); }
   void CloseFiles(bool remove) {
     if (fd < 0 && journal_fd < 0) return;
-    if (fd >= 0) close(fd);
-    if (journal_fd >= 0) close(journal_fd);
-    fd = journal_fd = -1;
-    journal_len = 0;
-    if (!remove) return;
-    // The journal first: a staging file without one is never read back.
-    for (const std::string* p : {&journal_path, &path}) {
-      if (unlink(p->c_str()) != 0 && errno != ENOENT) {
-        spdlog::warn("staging file {} not removed: {}", *p, std::strerror(errno));
+    if (remove) {
+      // The journal first: a staging file without one is never read back.
+      // Both names go now (a new staging file of the inode may take them at
+      // once); the data file's pages are freed when its last descriptor
+      // closes, which `janitor` does off the caller's thread: for a
+      // multi-GiB checkpoint that is most of a second a close need not wait.
+      for (const std::string* p : {&journal_path, &path}) {
+        if (unlink(p->c_str()) != 0 && errno != ENOENT) {
+          spdlog::warn("staging file {} not removed: {}", *p, std::strerror(errno));
+        }
       }
     }
+    if (journal_fd >= 0) close(journal_fd);
+    if (fd >= 0) {
+      if (remove && janitor != nullptr) {
+        janitor->Submit([f = fd] { close(f); });
+      } else {
+        close(fd);
+      }
+    }
+    fd = journal_fd = -1;
+    journal_len = 0;
   }
   struct Scalars {
     uint32_t chunk_size;
@@ -339,9 +352,16 @@ Filesystem::Filesystem(Scope scope, ClusterClient* client, ChunkFetcher* fetcher
       uploader_(std::make_unique<ChunkUploader>(
           scope_, client_,
           ChunkUploader::Options{.threads = options_.upload_threads,
-                                 .budget_bytes = options_.upload_budget_bytes})) {}
+                                 .budget_bytes = options_.upload_budget_bytes})),
+      janitor_(std::make_unique<ThreadPool>(1)) {}
 
 Filesystem::~Filesystem() = default;
+
+std::unique_ptr<Filesystem::WriteState> Filesystem::NewWriteState(ChunkMap map) {
+  auto ws = std::make_unique<WriteState>(std::move(map), options_.chunk_size);
+  ws->janitor = janitor_.get();
+  return ws;
+}
 
 absl::StatusOr<InodeAttr> Filesystem::Init() {
   const uint32_t cs = options_.chunk_size;
@@ -452,7 +472,7 @@ absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
         base.chunks.push_back(ref);
       }
       if (ok) {
-        ws = std::make_unique<WriteState>(std::move(base), options_.chunk_size);
+        ws = NewWriteState(std::move(base));
         ok = ws->GetState(r);
       }
     } else if (payload[0] == kJournalState && ws) {
@@ -722,7 +742,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
         return attr;
       }
       ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
-      inode->ws = std::make_unique<WriteState>(std::move(map), options_.chunk_size);
+      inode->ws = NewWriteState(std::move(map));
       temporary = true;
     }
     if (inode->ws) {
@@ -871,7 +891,7 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
     }
     if (handle->writable) {
       if (ws == nullptr) {
-        inode->ws = std::make_unique<WriteState>(map, options_.chunk_size);
+        inode->ws = NewWriteState(map);
         ws = inode->ws.get();
       }
       if (flags & O_TRUNC) status = StageTruncate(*inode, *ws, 0);

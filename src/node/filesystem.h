@@ -91,6 +91,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 #include "node/chunk_fetcher.h"
 #include "node/chunk_uploader.h"
 #include "traincache/cluster_client.h"
@@ -335,6 +336,8 @@ class Filesystem {
   // files are removed, else the files are left where they are.
   absl::Status RecoverInode(InodeId ino, const std::string& path);
 
+  // A write state over `map` whose removed staging files the janitor closes.
+  std::unique_ptr<WriteState> NewWriteState(ChunkMap map);
   // Write-state operations; all require inode.mu.
   absl::Status EnsureStagingFile(Inode& inode, WriteState& ws);
   absl::Status StageTruncate(Inode& inode, WriteState& ws, uint64_t size);
@@ -361,9 +364,13 @@ class Filesystem {
   const FilesystemOptions options_;
   uint64_t generation_ = 0;  // Set by Init.
   std::atomic<bool> deleted_{false};
-  // Before the tables: write states (in inodes_) cancel their uploads when
-  // they go, so the uploader must outlive them.
+  // Before the tables: write states (in inodes_) cancel their uploads and
+  // hand their staging files to the janitor when they go, so both must
+  // outlive them.
   const std::unique_ptr<ChunkUploader> uploader_;
+  // Closes removed staging files (frees their page cache) off the caller's
+  // thread; its destructor closes what is queued.
+  const std::unique_ptr<ThreadPool> janitor_;
 
   mutable absl::Mutex mu_;  // Leaf: acquire after Inode::mu, never before.
   std::unordered_map<InodeId, std::shared_ptr<Inode>> inodes_ ABSL_GUARDED_BY(mu_);
