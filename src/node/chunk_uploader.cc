@@ -141,7 +141,7 @@ void ChunkUploader::Loop() {
     {
       absl::MutexLock lock(&mu_);
       while (!stopping_ && queue_.empty()) work_cv_.Wait(&mu_);
-      if (queue_.empty()) return;  // Stopping; CancelAll emptied the queue.
+      if (stopping_) return;  // What is queued, the destructor cancels.
       t = std::move(queue_.front());
       queue_.pop_front();
     }

@@ -70,7 +70,10 @@
 // multi-threaded session loop). Lock order: Inode::mu before Filesystem::mu_;
 // mu_ is a leaf (held only for table updates, never across an RPC or I/O).
 // Inode::mu is held across a commit's RPCs, so writes and staged reads of that
-// one inode wait for its commit; other inodes do not.
+// one inode wait for its commit; other inodes do not. The ChunkUploader's
+// locks come after Inode::mu and never before any lock of this class; its
+// threads take no lock of this class (a commit waiting for its uploads, or
+// for room in the budget, cannot deadlock with them).
 #ifndef TRAINCACHE_NODE_FILESYSTEM_H_
 #define TRAINCACHE_NODE_FILESYSTEM_H_
 
