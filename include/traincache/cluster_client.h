@@ -194,6 +194,18 @@ class ClusterClient {
   // harmless: unreferenced chunks are collected).
   virtual absl::Status PutChunks(const Scope& scope,
                                  const std::vector<std::string_view>& chunks) = 0;
+  // PutChunks of chunks the caller has hashed already: ids[k] must be
+  // ChunkId::Of(chunks[k]) (INVALID_ARGUMENT if the counts differ). Saves the
+  // node hashing every byte twice; the server checks each chunk against its
+  // id all the same (a mismatch is INVALID_ARGUMENT, that chunk not stored).
+  // Default: PutChunks, which hashes them again.
+  virtual absl::Status PutHashedChunks(const Scope& scope, const std::vector<ChunkId>& ids,
+                                       const std::vector<std::string_view>& chunks) {
+    if (ids.size() != chunks.size()) {
+      return absl::InvalidArgumentError("PutHashedChunks: one id per chunk");
+    }
+    return PutChunks(scope, chunks);
+  }
   // Bytes [offset, offset+length) of chunk `id`, clipped at its end (length
   // 0: to its end), verified by the server. NOT_FOUND if absent, DATA_LOSS if
   // the server's copy is corrupt.

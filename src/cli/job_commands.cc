@@ -155,9 +155,10 @@ absl::Status NodeStats(const std::string& socket) {
       continue;
     }
     std::string scope = name.substr(6, name.size() - 6 - 8);
-    std::cout << fmt::format("  {}: {} commits, {} uploaded in {} chunks\n", scope, value,
-                             HumanBytes(get("scope." + scope + ".uploaded_bytes")),
-                             get("scope." + scope + ".uploaded_chunks"));
+    std::cout << fmt::format("  {}: {} commits, {} uploaded in {} chunks ({} while written)\n",
+                             scope, value, HumanBytes(get("scope." + scope + ".uploaded_bytes")),
+                             get("scope." + scope + ".uploaded_chunks"),
+                             get("scope." + scope + ".background_uploaded_chunks"));
   }
   std::cout << "counters:\n";
   for (const auto& [name, value] : c) std::cout << "  " << name << " " << value << "\n";

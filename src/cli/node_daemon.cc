@@ -70,7 +70,10 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
       scope, client_.get(), fetcher_.get(), tier_.get(),
       node::FilesystemOptions{.staging_dir = options_.staging_dir,
                               .metadata_ttl = options_.metadata_ttl,
-                              .create_scope = create});
+                              .create_scope = create,
+                              .background_upload = options_.background_upload,
+                              .upload_threads = options_.upload_threads,
+                              .upload_budget_bytes = options_.upload_budget_bytes});
   RETURN_IF_ERROR(m->fs->Init().status());
   ASSIGN_OR_RETURN(m->mount,
                    fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
@@ -352,6 +355,12 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
     out[fmt::format("scope.{}.commit_rebases", name)] = s.commit_rebases;
     out[fmt::format("scope.{}.uploaded_chunks", name)] = s.uploaded_chunks;
     out[fmt::format("scope.{}.uploaded_bytes", name)] = s.uploaded_bytes;
+    out[fmt::format("scope.{}.background_uploaded_chunks", name)] = s.background_uploaded_chunks;
+    out[fmt::format("scope.{}.background_uploaded_bytes", name)] = s.background_uploaded_bytes;
+    out[fmt::format("scope.{}.background_used_chunks", name)] = s.background_used_chunks;
+    out[fmt::format("scope.{}.background_dropped_chunks", name)] = s.background_dropped_chunks;
+    out[fmt::format("scope.{}.commit_resends", name)] = s.commit_resends;
+    out[fmt::format("scope.{}.upload_peak_bytes", name)] = s.upload_peak_bytes;
     fuse::PassthroughStats p = m->mount->passthrough_stats();
     out[fmt::format("scope.{}.passthrough_enabled", name)] = p.enabled ? 1 : 0;
     out[fmt::format("scope.{}.passthrough_opens", name)] = p.opens;

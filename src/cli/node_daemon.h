@@ -70,6 +70,11 @@ struct NodeDaemonOptions {
   // How long entries and attributes are cached while a scope's change feed
   // is followed (FilesystemOptions::metadata_ttl); 0: no change feed, 1 s.
   std::chrono::milliseconds metadata_ttl{30'000};
+  // Write path of every mount (node::FilesystemOptions): upload finished
+  // chunks while files are written, on how many threads, in how many bytes.
+  bool background_upload = true;
+  size_t upload_threads = 4;
+  uint64_t upload_budget_bytes = 32ull << 20;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {

@@ -12,6 +12,8 @@
 //                   [--fetch-threads N] [--readahead-chunks N]
 //                   [--readahead-max-chunks N] [--fetch-memory-bytes N]
 //                   [--tier-direct-writes true|false] [--metadata-ttl-ms MS]
+//                   [--background-upload true|false] [--upload-threads N]
+//                   [--upload-budget-bytes N]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first). Under systemd (Type=notify) it
@@ -77,6 +79,18 @@ int main(int argc, char** argv) {
   bool tier_direct_writes = true;
   app.add_option("--tier-direct-writes", tier_direct_writes,
                  "write node tier chunks with O_DIRECT (bypassing the page cache)");
+  bool background_upload = true;
+  size_t upload_threads = 4;
+  uint64_t upload_budget_bytes = 32ull << 20;
+  app.add_option("--background-upload", background_upload,
+                 "upload each chunk a writer has finished while it writes on (else all at close)")
+      ->default_val(true);
+  app.add_option("--upload-threads", upload_threads,
+                 "threads per mount hashing and uploading written chunks")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--upload-budget-bytes", upload_budget_bytes,
+                 "bytes of written chunks per mount queued or being uploaded at once")
+      ->check(CLI::Range(uint64_t{1} << 20, uint64_t{1} << 34));
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: none)");
@@ -142,7 +156,10 @@ int main(int argc, char** argv) {
       .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
       .metrics = metrics ? &metrics->registry() : nullptr,
       .passthrough = passthrough,
-      .metadata_ttl = std::chrono::milliseconds(metadata_ttl_ms)});
+      .metadata_ttl = std::chrono::milliseconds(metadata_ttl_ms),
+      .background_upload = background_upload,
+      .upload_threads = upload_threads,
+      .upload_budget_bytes = upload_budget_bytes});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;

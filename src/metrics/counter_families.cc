@@ -27,7 +27,7 @@ CounterNaming NodeCounterNaming() {
   return CounterNaming{
       .prefix = "traincache_node",
       .gauges = {"tier.capacity_bytes", "tier.used_bytes", "tier.images", "fetch.memory_bytes",
-                 "scope.feed_following"},
+                 "scope.feed_following", "scope.upload_peak_bytes"},
       .help = {
           {"tier.capacity_bytes", "Bytes the node tier may fill"},
           {"tier.used_bytes", "Bytes of chunks present in the node tier"},
@@ -55,6 +55,19 @@ CounterNaming NodeCounterNaming() {
           {"scope.<scope>.feed_messages", "Change feed messages received (heartbeats included)"},
           {"scope.<scope>.feed_changes", "Entry and inode changes received on the change feed"},
           {"scope.<scope>.feed_lost", "Change feed messages saying changes were dropped"},
+          {"scope.<scope>.background_uploaded_chunks",
+           "Chunks uploaded while their file was still being written"},
+          {"scope.<scope>.background_uploaded_bytes",
+           "Bytes of chunks uploaded while their file was still being written"},
+          {"scope.<scope>.background_used_chunks",
+           "Chunks a commit took from a background upload instead of sending them"},
+          {"scope.<scope>.background_dropped_chunks",
+           "Background uploads made useless by a later write or truncate of their chunk"},
+          {"scope.<scope>.upload_peak_bytes",
+           "Most bytes of written chunks queued or being uploaded at once (bounded by "
+           "--upload-budget-bytes)"},
+          {"scope.<scope>.commit_resends",
+           "Commits that sent chunks again because the server no longer had them"},
       }};
 }
 

@@ -174,6 +174,15 @@ struct Filesystem::WriteState {
   int journal_fd = -1;  // Its journal (path + ".journal"), opened with it.
   std::string journal_path;
   uint64_t journal_len = 0;  // Bytes of whole records in the journal.
+  // Background uploads by chunk index (of the `chunk_size` layout). An entry
+  // says: every byte of the chunk was written, and nothing changed the chunk
+  // since its upload was queued (a change drops the entry first, DropUploads),
+  // so the ticket's ref names exactly the chunk's staged bytes. Not in the
+  // journal: a recovery hashes the staged bytes again (and the server's
+  // HasChunks spares their upload).
+  std::map<uint64_t, std::shared_ptr<ChunkUploader::Ticket>> uploads;
+  // Closes removed staging files (CloseFiles); nullptr: inline.
+  ThreadPool* janitor = nullptr;
 
   WriteState(ChunkMap map, uint32_t default_chunk_size) {
     Reset(std::move(map), default_chunk_size);
@@ -182,10 +191,27 @@ struct Filesystem::WriteState {
   // stopping while the server is unreachable): the files are kept, like after
   // a crash, and the next Init commits them. Everything else that drops a
   // write state removes its files first (DropWriteState, Reset).
-  ~WriteState() { CloseFiles(/*remove=*/!dirty || conflicted); }
+  ~WriteState() {
+    DropUploads(0, UINT64_MAX);
+    CloseFiles(/*remove=*/!dirty || conflicted);
+  }
+
+  // Forgets (and cancels, if not started) the background uploads of chunks
+  // [first, last): their bytes are about to change. Returns how many.
+  uint64_t DropUploads(uint64_t first, uint64_t last) {
+    uint64_t n = 0;
+    auto it = uploads.lower_bound(first);
+    while (it != uploads.end() && it->first < last) {
+      it->second->Cancel();
+      it = uploads.erase(it);
+      ++n;
+    }
+    return n;
+  }
 
   // Starts over on `map`: nothing staged.
   void Reset(ChunkMap map, uint32_t default_chunk_size) {
+    DropUploads(0, UINT64_MAX);
     base = std::move(map);
     chunk_size = base.size == 0 ? default_chunk_size : base.chunk_size;
     size = base.size;
@@ -198,17 +224,28 @@ struct Filesystem::WriteState {
   void RemoveFile() { CloseFiles(/*remove=*/true); }
   void CloseFiles(bool remove) {
     if (fd < 0 && journal_fd < 0) return;
-    if (fd >= 0) close(fd);
-    if (journal_fd >= 0) close(journal_fd);
-    fd = journal_fd = -1;
-    journal_len = 0;
-    if (!remove) return;
-    // The journal first: a staging file without one is never read back.
-    for (const std::string* p : {&journal_path, &path}) {
-      if (unlink(p->c_str()) != 0 && errno != ENOENT) {
-        spdlog::warn("staging file {} not removed: {}", *p, std::strerror(errno));
+    if (remove) {
+      // The journal first: a staging file without one is never read back.
+      // Both names go now (a new staging file of the inode may take them at
+      // once); the data file's pages are freed when its last descriptor
+      // closes, which `janitor` does off the caller's thread: for a
+      // multi-GiB checkpoint that is most of a second a close need not wait.
+      for (const std::string* p : {&journal_path, &path}) {
+        if (unlink(p->c_str()) != 0 && errno != ENOENT) {
+          spdlog::warn("staging file {} not removed: {}", *p, std::strerror(errno));
+        }
       }
     }
+    if (journal_fd >= 0) close(journal_fd);
+    if (fd >= 0) {
+      if (remove && janitor != nullptr) {
+        janitor->Submit([f = fd] { close(f); });
+      } else {
+        close(fd);
+      }
+    }
+    fd = journal_fd = -1;
+    journal_len = 0;
   }
   struct Scalars {
     uint32_t chunk_size;
@@ -326,9 +363,20 @@ Filesystem::Filesystem(Scope scope, ClusterClient* client, ChunkFetcher* fetcher
       client_(client),
       fetcher_(fetcher),
       tier_(tier),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      uploader_(std::make_unique<ChunkUploader>(
+          scope_, client_,
+          ChunkUploader::Options{.threads = options_.upload_threads,
+                                 .budget_bytes = options_.upload_budget_bytes})),
+      janitor_(std::make_unique<ThreadPool>(1)) {}
 
 Filesystem::~Filesystem() = default;
+
+std::unique_ptr<Filesystem::WriteState> Filesystem::NewWriteState(ChunkMap map) {
+  auto ws = std::make_unique<WriteState>(std::move(map), options_.chunk_size);
+  ws->janitor = janitor_.get();
+  return ws;
+}
 
 absl::StatusOr<InodeAttr> Filesystem::Init() {
   const uint32_t cs = options_.chunk_size;
@@ -439,7 +487,7 @@ absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
         base.chunks.push_back(ref);
       }
       if (ok) {
-        ws = std::make_unique<WriteState>(std::move(base), options_.chunk_size);
+        ws = NewWriteState(std::move(base));
         ok = ws->GetState(r);
       }
     } else if (payload[0] == kJournalState && ws) {
@@ -491,8 +539,15 @@ absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
 }
 
 FilesystemStats Filesystem::Stats() const {
+  const UploaderStats u = uploader_->Stats();
   absl::MutexLock lock(&mu_);
-  return stats_;
+  FilesystemStats s = stats_;  // Its upload counts are the small chunks sent with commits.
+  s.uploaded_chunks += u.uploaded_chunks;
+  s.uploaded_bytes += u.uploaded_bytes;
+  s.background_uploaded_chunks = u.background_uploaded_chunks;
+  s.background_uploaded_bytes = u.background_uploaded_bytes;
+  s.upload_peak_bytes = u.peak_held_bytes;
+  return s;
 }
 
 // --- table helpers ---
@@ -883,7 +938,7 @@ absl::StatusOr<InodeAttr> Filesystem::SetAttr(InodeId ino, const SetAttrRequest&
         return attr;
       }
       ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
-      inode->ws = std::make_unique<WriteState>(std::move(map), options_.chunk_size);
+      inode->ws = NewWriteState(std::move(map));
       temporary = true;
     }
     if (inode->ws) {
@@ -1063,7 +1118,7 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
     }
     if (handle->writable) {
       if (ws == nullptr) {
-        inode->ws = std::make_unique<WriteState>(map, options_.chunk_size);
+        inode->ws = NewWriteState(map);
         ws = inode->ws.get();
       }
       if (flags & O_TRUNC) status = StageTruncate(*inode, *ws, 0);
@@ -1163,6 +1218,15 @@ absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t si
   }
   if (size == ws.size) return absl::OkStatus();
   RETURN_IF_ERROR(EnsureStagingFile(inode, ws));
+  // Chunks at or past the cut change (their tail reads as zeros, or they are
+  // gone, or at size 0 the layout itself may change): their background
+  // uploads no longer name their bytes. (Dropped even if the truncate fails
+  // below: the commit then just redoes them.)
+  if (const uint64_t dropped = ws.DropUploads(std::min(size, ws.size) / ws.chunk_size, UINT64_MAX);
+      dropped > 0) {
+    absl::MutexLock lock(&mu_);
+    stats_.background_dropped_chunks += dropped;
+  }
   // The record goes first, then the cut: the journal never claims bytes the
   // staging file lost. On failure nothing in memory changed.
   const WriteState::Scalars old = ws.GetScalars();
@@ -1199,8 +1263,10 @@ absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t si
 
 absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offset, size_t n,
                                     char* out) {
-  std::memset(out, 0, n);
   const uint64_t end = offset + n;
+  // Zeros first, unless every byte comes from the staging file (a commit
+  // reading written chunks: no need to clear megabytes it overwrites).
+  if (!ws.written.Covers(offset, end)) std::memset(out, 0, n);
   // Base bytes that still show and were not overwritten.
   const uint64_t base_end = std::min({end, ws.base_limit, ws.base.size});
   if (offset < base_end) {
@@ -1218,7 +1284,10 @@ absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offse
           pread(ws.fd, out + (pos - offset), static_cast<size_t>(b - pos), static_cast<off_t>(pos));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return ErrnoStatus(errno, fmt::format("read of staging file {}", ws.path));
-      if (r == 0) break;  // Cannot happen for written bytes; zeros then.
+      if (r == 0) {  // Cannot happen for written bytes; zeros then.
+        std::memset(out + (pos - offset), 0, static_cast<size_t>(b - pos));
+        break;
+      }
       pos += static_cast<uint64_t>(r);
     }
   }
@@ -1298,6 +1367,14 @@ absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offs
     return PosixError(EFBIG, fmt::format("write to {} is past the file size limit", end));
   }
   RETURN_IF_ERROR(EnsureStagingFile(inode, ws));
+  // Before the bytes land: a background upload of a chunk this write changes
+  // may be reading it right now, and its ref must not be used.
+  if (const uint64_t dropped =
+          ws.DropUploads(offset / ws.chunk_size, (end - 1) / ws.chunk_size + 1);
+      dropped > 0) {
+    absl::MutexLock lock(&mu_);
+    stats_.background_dropped_chunks += dropped;
+  }
   size_t done = 0;
   while (done < data.size()) {
     ssize_t w =
@@ -1321,7 +1398,24 @@ absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offs
   ws.dirty = true;
   inode.changed_since_open = true;
   PublishOverlay(inode, &ws);
+  if (options_.background_upload) ScheduleUploads(ws, offset, end);
   return data.size();
+}
+
+void Filesystem::ScheduleUploads(WriteState& ws, uint64_t offset, uint64_t end) {
+  // The chunks this write finished: whole chunks that end at or before the
+  // write's end (the writer has moved past them) and are written whole. A
+  // chunk finished by a write that ends inside it (a hole filled backwards)
+  // is left to the commit, as is a short last chunk.
+  const uint64_t cs = ws.chunk_size;
+  for (uint64_t i = offset / cs; (i + 1) * cs <= end; ++i) {
+    const uint64_t start = i * cs;
+    if (ws.uploads.contains(i) || !ws.written.Covers(start, start + cs)) continue;
+    std::shared_ptr<ChunkUploader::Ticket> t =
+        uploader_->TryUploadFromFile(ws.fd, start, static_cast<uint32_t>(cs));
+    if (!t) return;  // No room now: the commit sends it.
+    ws.uploads.emplace(i, std::move(t));
+  }
 }
 
 absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
@@ -1338,41 +1432,33 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   const bool same_layout = cs == ws.base.chunk_size;
   std::vector<ChunkRef> refs(count);
 
-  // Changed chunks are built whole, then uploaded a batch at a time. A
-  // short last chunk (a whole small file, or the tail of a big one) of at
-  // most kMaxSmallChunkBytes travels with the commit instead: no HasChunks,
-  // no PutChunks. (Full chunks are asked about first: they are the ones
-  // worth deduplicating.)
-  std::vector<uint64_t> batch_index;
-  std::vector<std::string> batch;
-  uint64_t batch_bytes = 0;
+  // Changed chunks are built whole here, one after the other, and handed to
+  // the uploader, whose threads hash and send them while the next ones are
+  // read (memory bounded by its budget: Upload waits for room). A chunk
+  // whose background upload is still valid (WriteState::uploads) is not
+  // read at all: its ticket gives the ref. A short last chunk (a whole small
+  // file, or the tail of a big one) of at most kMaxSmallChunkBytes travels
+  // with the commit instead: no HasChunks, no PutChunks. (Full chunks are
+  // asked about first: they are the ones worth deduplicating.)
+  struct Pending {
+    uint64_t index;
+    std::shared_ptr<ChunkUploader::Ticket> ticket;
+  };
+  std::vector<Pending> pending;
+  // Tickets this commit queued and has not collected are dropped on the way
+  // out (an error): their bytes are not needed any more.
+  struct CancelOnExit {
+    std::vector<Pending>& p;
+    size_t collected = 0;
+    ~CancelOnExit() {
+      for (size_t k = collected; k < p.size(); ++k) {
+        if (!p[k].ticket->background()) p[k].ticket->Cancel();
+      }
+    }
+  } cancel_on_exit{pending};
   std::vector<std::string> small;
   uint64_t small_bytes = 0;
-  uint64_t uploaded_chunks = 0, uploaded_bytes = 0;
-  auto upload_batch = [&]() -> absl::Status {
-    if (batch.empty()) return absl::OkStatus();
-    std::vector<ChunkId> ids;
-    ids.reserve(batch.size());
-    for (size_t k = 0; k < batch.size(); ++k) {
-      ids.push_back(ChunkId::Of(batch[k]));
-      refs[batch_index[k]] = ChunkRef{ids.back(), static_cast<uint32_t>(batch[k].size())};
-    }
-    ASSIGN_OR_RETURN(std::vector<std::optional<uint64_t>> have, client_->HasChunks(scope_, ids));
-    std::vector<std::string_view> missing;
-    std::set<ChunkId> queued;
-    for (size_t k = 0; k < batch.size(); ++k) {
-      if (k < have.size() && have[k]) continue;
-      if (!queued.insert(ids[k]).second) continue;
-      missing.push_back(batch[k]);
-      uploaded_bytes += batch[k].size();
-      ++uploaded_chunks;
-    }
-    if (!missing.empty()) RETURN_IF_ERROR(client_->PutChunks(scope_, missing));
-    batch.clear();
-    batch_index.clear();
-    batch_bytes = 0;
-    return absl::OkStatus();
-  };
+  uint64_t small_chunks_sent = 0;
 
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t start = i * cs;
@@ -1392,6 +1478,10 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
         continue;
       }
     }
+    if (auto it = ws.uploads.find(i); it != ws.uploads.end()) {
+      pending.push_back(Pending{i, it->second});
+      continue;
+    }
     std::string bytes(len, '\0');
     RETURN_IF_ERROR(ReadStaged(inode, ws, start, len, bytes.data()));
     if (AllZero(bytes)) {
@@ -1401,17 +1491,37 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
     if (len < cs && len <= kMaxSmallChunkBytes && small_bytes + len <= kMaxSmallChunksBytes) {
       refs[i] = ChunkRef{ChunkId::Of(bytes), len};
       small_bytes += len;
-      ++uploaded_chunks;
-      uploaded_bytes += len;
+      ++small_chunks_sent;
       small.push_back(std::move(bytes));
       continue;
     }
-    batch_index.push_back(i);
-    batch_bytes += len;
-    batch.push_back(std::move(bytes));
-    if (batch_bytes >= options_.commit_batch_bytes) RETURN_IF_ERROR(upload_batch());
+    pending.push_back(Pending{i, uploader_->Upload(std::move(bytes))});
   }
-  RETURN_IF_ERROR(upload_batch());
+
+  uint64_t used_background = 0;
+  for (Pending& p : pending) {
+    absl::StatusOr<ChunkUploader::Result> r = p.ticket->Wait();
+    if (r.ok() && r->ref.length != (p.index + 1 < count ? cs : size - p.index * cs)) {
+      // Cannot happen (a change of the chunk's length drops its upload);
+      // redone rather than trusted.
+      r = absl::InternalError("background upload of the wrong length");
+    }
+    if (!r.ok() && p.ticket->background()) {
+      // The background upload failed (or was cut short): redo the chunk now;
+      // if that fails too, its error is the commit's.
+      spdlog::info("[{}] ino {}: chunk {} is sent again: {}", scope_.ToString(), inode.ino,
+                   p.index, r.status().ToString());
+      const uint64_t start = p.index * cs;
+      std::string bytes(static_cast<size_t>(std::min<uint64_t>(cs, size - start)), '\0');
+      RETURN_IF_ERROR(ReadStaged(inode, ws, start, bytes.size(), bytes.data()));
+      r = uploader_->Upload(std::move(bytes))->Wait();
+    } else if (r.ok() && p.ticket->background()) {
+      ++used_background;
+    }
+    ++cancel_on_exit.collected;
+    if (!r.ok()) return r.status();
+    refs[p.index] = r->ref;
+  }
   // Two small chunks of one commit may be the same bytes: send them once.
   std::vector<std::string_view> small_chunks;
   {
@@ -1424,10 +1534,24 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   uint64_t expected = ws.base.version;
   const uint64_t ticket = CacheTicket();
   absl::StatusOr<InodeAttr> attr;
+  bool resent = false;
   for (int attempt = 1;; ++attempt) {
     attr = client_->CommitContentWithSmallChunks(scope_, inode.ino, expected, size, cs, refs,
                                                  ws.mtime, small_chunks);
     if (attr.ok()) break;
+    if (ErrnoOf(attr.status()) == ENOENT && !resent) {
+      // A chunk the commit names is not stored (or the inode is gone). The
+      // server may have collected a chunk between its upload (or HasChunks)
+      // and now: send what is missing, once, and commit again.
+      resent = true;
+      std::vector<uint64_t> indexes;
+      for (const Pending& p : pending) indexes.push_back(p.index);
+      ASSIGN_OR_RETURN(bool any, ResendMissing(inode, ws, refs, indexes));
+      if (!any) return attr.status();
+      absl::MutexLock lock(&mu_);
+      ++stats_.commit_resends;
+      continue;
+    }
     if (ErrnoOf(attr.status()) != ESTALE) return attr.status();
     // Another change landed since the base. Re-committing on the new version
     // is safe only if that cannot publish a mix of two writers' bytes.
@@ -1473,9 +1597,44 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   CacheAttr(*attr, ticket);
   absl::MutexLock lock(&mu_);
   ++stats_.commits;
-  stats_.uploaded_chunks += uploaded_chunks;
-  stats_.uploaded_bytes += uploaded_bytes;
+  // Chunks the uploader sent are counted by it; small ones went with the commit.
+  stats_.uploaded_chunks += small_chunks_sent;
+  stats_.uploaded_bytes += small_bytes;
+  stats_.background_used_chunks += used_background;
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Filesystem::ResendMissing(Inode& inode, WriteState& ws,
+                                               const std::vector<ChunkRef>& refs,
+                                               const std::vector<uint64_t>& indexes) {
+  std::vector<uint64_t> asked;
+  std::vector<ChunkId> ids;
+  for (uint64_t i : indexes) {
+    if (!refs[i].id) continue;
+    asked.push_back(i);
+    ids.push_back(*refs[i].id);
+  }
+  if (ids.empty()) return false;
+  ASSIGN_OR_RETURN(std::vector<std::optional<uint64_t>> have, client_->HasChunks(scope_, ids));
+  std::vector<std::shared_ptr<ChunkUploader::Ticket>> tickets;
+  for (size_t k = 0; k < asked.size(); ++k) {
+    if (k < have.size() && have[k]) continue;
+    const uint64_t start = asked[k] * ws.chunk_size;
+    std::string bytes(refs[asked[k]].length, '\0');
+    RETURN_IF_ERROR(ReadStaged(inode, ws, start, bytes.size(), bytes.data()));
+    tickets.push_back(uploader_->Upload(std::move(bytes)));
+  }
+  absl::Status first;
+  for (size_t k = 0; k < tickets.size(); ++k) {
+    absl::StatusOr<ChunkUploader::Result> r = tickets[k]->Wait();
+    first.Update(r.status());
+  }
+  RETURN_IF_ERROR(first);
+  if (!tickets.empty()) {
+    spdlog::warn("[{}] ino {}: the server had lost {} chunks of this commit; sent again",
+                 scope_.ToString(), inode.ino, tickets.size());
+  }
+  return !tickets.empty();
 }
 
 void Filesystem::DropWriteState(Inode& inode) {
@@ -1531,6 +1690,9 @@ absl::Status Filesystem::CheckLive() const {
 
 std::vector<InodeId> Filesystem::MarkScopeDeleted() {
   deleted_.store(true, std::memory_order_release);
+  // Nothing of the scope is worth sending any more (an upload already
+  // running fails at the server: the scope is gone).
+  uploader_->CancelAll();
   std::vector<InodeId> known;
   {
     absl::MutexLock lock(&mu_);

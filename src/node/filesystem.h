@@ -36,7 +36,23 @@
 //    is rebuilt whole, hashed, uploaded if the server lacks it (HasChunks
 //    first), and ONE CommitContent conditional on the base version publishes
 //    the file. Unchanged chunks keep their refs, so a partial overwrite
-//    uploads only the chunks it touched.
+//    uploads only the chunks it touched. Hashing and uploading run on the
+//    ChunkUploader's threads (chunk_uploader.h), bounded in bytes, while the
+//    commit reads the next chunks.
+//  - Background upload: a chunk a writer has finished (every byte of it
+//    written since the base, and a write ended at or past its end) is handed
+//    to the ChunkUploader at once, while the writer goes on; the commit then
+//    takes its ref instead of sending it again. Any later change that touches
+//    the chunk (a write into it, a truncate below its end) drops that upload
+//    first, so the commit redoes the chunk from the staged bytes: a ref is
+//    used only for bytes nothing changed since they were read. A background
+//    upload that failed is redone by the commit, whose error is close's.
+//    Uploaded chunks that end up unused (rewritten, the file unlinked, the
+//    commit refused) are unreferenced: the server's collector removes them.
+//    A commit that the server refuses because a chunk it was told about is
+//    gone (ENOENT: collected meanwhile, e.g. a chunk the server already had
+//    with no reference left, or an upload older than the collector's grace)
+//    sends the missing chunks again and commits once more.
 //  - Crash safety: next to each staging file, <ino>.journal records the base
 //    map and every staged change (filesystem.cc), so staged data that a
 //    crashed daemon never committed is committed by the next Init (same
@@ -67,7 +83,10 @@
 // multi-threaded session loop). Lock order: Inode::mu before Filesystem::mu_;
 // mu_ is a leaf (held only for table updates, never across an RPC or I/O).
 // Inode::mu is held across a commit's RPCs, so writes and staged reads of that
-// one inode wait for its commit; other inodes do not.
+// one inode wait for its commit; other inodes do not. The ChunkUploader's
+// locks come after Inode::mu and never before any lock of this class; its
+// threads take no lock of this class (a commit waiting for its uploads, or
+// for room in the budget, cannot deadlock with them).
 #ifndef TRAINCACHE_NODE_FILESYSTEM_H_
 #define TRAINCACHE_NODE_FILESYSTEM_H_
 
@@ -89,7 +108,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 #include "node/chunk_fetcher.h"
+#include "node/chunk_uploader.h"
 #include "traincache/cluster_client.h"
 #include "traincache/metadata_store.h"
 #include "traincache/node_tier.h"
@@ -114,9 +135,15 @@ struct FilesystemOptions {
   std::chrono::milliseconds metadata_ttl{30'000};
   // Init creates the scope on the server if it does not exist.
   bool create_scope = true;
-  // A commit builds and uploads changed chunks in batches of about this many
-  // bytes (bounds the daemon's memory for big writes).
-  uint64_t commit_batch_bytes = 64ull << 20;
+  // Finished chunks are uploaded while the file is still being written
+  // (see the top of this file); false: everything is sent by the commit.
+  bool background_upload = true;
+  // Threads that hash and upload chunks (background uploads and commits).
+  size_t upload_threads = 4;
+  // Bytes of chunks queued or being uploaded at once, all files of this
+  // scope together: bounds the daemon's memory for big writes
+  // (ChunkUploader::Options::budget_bytes).
+  uint64_t upload_budget_bytes = 32ull << 20;
 };
 
 struct CreateReply {
@@ -160,8 +187,20 @@ struct FilesystemStats {
   uint64_t commits = 0;           // CommitContent calls that succeeded.
   uint64_t commit_conflicts = 0;  // Commits failed with EIO after ESTALE.
   uint64_t commit_rebases = 0;    // ESTALE answered by re-committing.
-  uint64_t uploaded_chunks = 0;
+  uint64_t uploaded_chunks = 0;  // Chunks sent to the server (with commits or not).
   uint64_t uploaded_bytes = 0;
+  // Of those, sent in the background while the file was being written.
+  uint64_t background_uploaded_chunks = 0;
+  uint64_t background_uploaded_bytes = 0;
+  // Chunk refs a commit took from a background upload (not sent again).
+  uint64_t background_used_chunks = 0;
+  // Background uploads a later change of their chunk made useless.
+  uint64_t background_dropped_chunks = 0;
+  // Commits that sent chunks again after the server found one missing.
+  uint64_t commit_resends = 0;
+  // Most bytes the uploader held at once (<= upload_budget_bytes, or one
+  // chunk when that is larger).
+  uint64_t upload_peak_bytes = 0;
 };
 
 class Filesystem {
@@ -378,6 +417,8 @@ class Filesystem {
   // files are removed, else the files are left where they are.
   absl::Status RecoverInode(InodeId ino, const std::string& path);
 
+  // A write state over `map` whose removed staging files the janitor closes.
+  std::unique_ptr<WriteState> NewWriteState(ChunkMap map);
   // Write-state operations; all require inode.mu.
   absl::Status EnsureStagingFile(Inode& inode, WriteState& ws);
   absl::Status StageTruncate(Inode& inode, WriteState& ws, uint64_t size);
@@ -385,6 +426,15 @@ class Filesystem {
   // staged size.
   absl::Status ReadStaged(Inode& inode, WriteState& ws, uint64_t offset, size_t n, char* out);
   absl::Status Commit(Inode& inode, WriteState& ws);
+  // Queues background uploads of the chunks a write of [offset, end) has
+  // finished.
+  void ScheduleUploads(WriteState& ws, uint64_t offset, uint64_t end);
+  // The server refused a commit naming chunks it does not hold: sends the
+  // staged chunks among `indexes` of `refs` that it lacks. OK and false if
+  // none was missing (the ENOENT was about something else).
+  absl::StatusOr<bool> ResendMissing(Inode& inode, WriteState& ws,
+                                     const std::vector<ChunkRef>& refs,
+                                     const std::vector<uint64_t>& indexes);
   void PublishOverlay(Inode& inode, const WriteState* ws);
   void DropWriteState(Inode& inode);
 
@@ -398,6 +448,13 @@ class Filesystem {
   // Bit 0: the change feed is followed; the rest counts changes and state
   // changes of it. A ticket is a value of it: valid while it is unchanged.
   std::atomic<uint64_t> cache_state_{0};
+  // Before the tables: write states (in inodes_) cancel their uploads and
+  // hand their staging files to the janitor when they go, so both must
+  // outlive them.
+  const std::unique_ptr<ChunkUploader> uploader_;
+  // Closes removed staging files (frees their page cache) off the caller's
+  // thread; its destructor closes what is queued.
+  const std::unique_ptr<ThreadPool> janitor_;
 
   mutable absl::Mutex mu_;  // Leaf: acquire after Inode::mu, never before.
   std::unordered_map<InodeId, std::shared_ptr<Inode>> inodes_ ABSL_GUARDED_BY(mu_);

@@ -79,8 +79,11 @@ class ServerClient {
   // for each id in order, its stored size or -1 if the server lacks it.
   absl::StatusOr<std::vector<int64_t>> HasChunks(const Scope& scope,
                                                  const std::vector<ChunkId>& ids);
-  // Uploads chunks (each hashed here) in one stream; OK when all are stored.
-  absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks);
+  // Uploads chunks in one stream; OK when all are stored. Each is named by
+  // ids[k] if given (the caller hashed it: ids.size() == chunks.size()),
+  // else hashed here. The server checks every chunk against its name.
+  absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks,
+                         const std::vector<ChunkId>* ids = nullptr);
   // Fetches bytes [offset, offset+length) of a chunk (length 0: to its end).
   // `client_verifies`: the caller checks the bytes itself, the server need
   // not (chunk.proto).

@@ -577,6 +577,21 @@ absl::Status GrpcClusterClient::PutChunks(const Scope& scope,
   return Run("PutChunks", Resend::kSafe, [&] { return rpc_.PutChunks(scope, chunks); });
 }
 
+absl::Status GrpcClusterClient::PutHashedChunks(const Scope& scope, const std::vector<ChunkId>& ids,
+                                                const std::vector<std::string_view>& chunks) {
+  if (ids.size() != chunks.size()) {
+    return absl::InvalidArgumentError("PutHashedChunks: one id per chunk");
+  }
+  for (std::string_view data : chunks) {
+    if (data.size() > kMaxChunkSize) {
+      return PosixError(EINVAL, fmt::format("chunk of {} bytes is over the {} byte limit",
+                                            data.size(), kMaxChunkSize));
+    }
+  }
+  // Timed as "PutChunks": it is that method on the wire.
+  return Run("PutChunks", Resend::kSafe, [&] { return rpc_.PutChunks(scope, chunks, &ids); });
+}
+
 absl::StatusOr<std::string> GrpcClusterClient::GetChunk(const Scope& scope, const ChunkId& id,
                                                         uint64_t offset, uint64_t length) {
   std::string out;

@@ -123,6 +123,8 @@ class GrpcClusterClient final : public ClusterClient {
   absl::StatusOr<std::vector<std::optional<uint64_t>>> HasChunks(
       const Scope& scope, const std::vector<ChunkId>& ids) override;
   absl::Status PutChunks(const Scope& scope, const std::vector<std::string_view>& chunks) override;
+  absl::Status PutHashedChunks(const Scope& scope, const std::vector<ChunkId>& ids,
+                               const std::vector<std::string_view>& chunks) override;
   absl::StatusOr<std::string> GetChunk(const Scope& scope, const ChunkId& id, uint64_t offset,
                                        uint64_t length) override;
   absl::StatusOr<std::string> GetChunkUnverified(const Scope& scope, const ChunkId& id) override;

@@ -99,6 +99,23 @@ TEST_F(DiskChunkStoreTest, FilesLandInShardedPaths) {
   EXPECT_EQ(CountEntries(root_ + "/tmp"), 0u);
 }
 
+// The block-aligned part goes through O_DIRECT, the tail through the page
+// cache: every split reads back whole, in a file of exactly the chunk's size.
+TEST_F(DiskChunkStoreTest, ChunksOfEverySizeAroundTheBlockSizeReadBackWhole) {
+  const Scope scope = S("project:sizes");
+  uint64_t seed = 1;
+  for (size_t n : {size_t{1}, size_t{4095}, size_t{4096}, size_t{4097}, size_t{3 * 4096 + 100},
+                   size_t{1} << 20, (size_t{4} << 20) + 1}) {
+    const std::string data = RandomBytes(n, seed++);
+    const ChunkId id = PutOk(scope, data);
+    absl::StatusOr<std::string> back = store_->Get(scope, id);
+    ASSERT_OK(back);
+    EXPECT_TRUE(*back == data) << n << " bytes";
+    EXPECT_EQ(fs::file_size(ChunkPath(scope, id)), n);
+  }
+  EXPECT_EQ(CountEntries(root_ + "/tmp"), 0u);
+}
+
 TEST_F(DiskChunkStoreTest, FlippedByteIsDataLoss) {
   // Capture the log: corruption must be logged as an error.
   auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -35,6 +36,42 @@ TEST_F(TwoNodeTest, FileClosedOnAIsReadWholeOnBAndOverwritesAreSeenWhole) {
   std::string seen = ReadFile(mnt_b_ + "/model.bin");
   EXPECT_EQ(seen.size(), v2.size());
   EXPECT_TRUE(seen == v2);
+}
+
+// A checkpoint's finished chunks reach the server while the file is still
+// open (issue 6); a chunk rewritten after its upload is committed with its
+// new bytes, and B reads the file whole.
+TEST_F(TwoNodeTest, FinishedChunksUploadWhileTheFileIsOpenAndARewriteWins) {
+  const std::string key = "scope." + scope_.ToString() + ".";
+  std::string data = RandomBytes(13u << 20, 5);  // Three whole 4 MiB chunks and 1 MiB.
+  const int fd = open(A("ckpt.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(WriteAll(fd, data), 0);  // 1 MiB writes.
+  const uint64_t puts_before_close = [&] {
+    for (int i = 0; i < 3000; ++i) {
+      if (a_->Counters()[key + "background_uploaded_chunks"] >= 3) break;
+      usleep(10'000);
+    }
+    return server_->Counter("chunk.put.count");
+  }();
+  EXPECT_EQ(a_->Counters()[key + "background_uploaded_chunks"], 3u);
+  EXPECT_GE(puts_before_close, 3u);  // On the server before close.
+  EXPECT_EQ(a_->Counters()[key + "commits"], 0u);
+
+  const std::string patch = RandomBytes(4096, 6);
+  ASSERT_EQ(pwrite(fd, patch.data(), patch.size(), (4u << 20) + 12345),
+            static_cast<ssize_t>(patch.size()));
+  data.replace((4u << 20) + 12345, patch.size(), patch);
+  ASSERT_EQ(close(fd), 0);
+
+  std::map<std::string, uint64_t> c = a_->Counters();
+  EXPECT_EQ(c[key + "commits"], 1u);
+  EXPECT_EQ(c[key + "background_used_chunks"], 2u);  // Chunks 0 and 2.
+  EXPECT_EQ(c[key + "background_dropped_chunks"], 1u);
+  EXPECT_LE(c[key + "upload_peak_bytes"], 32u << 20);
+  const std::string seen = ReadFile(mnt_b_ + "/ckpt.bin");
+  EXPECT_EQ(seen.size(), data.size());
+  EXPECT_TRUE(seen == data);
 }
 
 TEST_F(TwoNodeTest, SecondReadOnBIsServedFromBsTier) {

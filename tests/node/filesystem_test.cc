@@ -11,8 +11,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -1080,4 +1084,340 @@ TEST_F(StagedRecoveryTest, AWholeRewriteIsRebasedOverACommitMeanwhile) {
   EXPECT_GE(c->fs->Stats().commit_rebases, 1u);
 }
 
+}  // namespace traincache::node
+
+// --- background upload of finished chunks ---
+// Chunks a writer has finished go to the server while it writes on; the
+// commit takes their refs, redoes any chunk changed since, and fails clearly
+// only when it cannot send a chunk itself.
+
+namespace traincache::node {
+namespace {
+
+// Holds the fake's PutChunks calls while closed.
+class PutGate {
+ public:
+  void Close() {
+    std::lock_guard lock(mu_);
+    open_ = false;
+  }
+  void Open() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void Pass() {
+    std::unique_lock lock(mu_);
+    ++held_;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return open_; });
+    --held_;
+  }
+  // Until `n` calls are held at once (false after 10 s).
+  bool WaitForHeld(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return held_ >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int held_ = 0;
+};
+
+class BackgroundUploadTest : public FilesystemTest {
+ protected:
+  void SetUp() override {
+    FilesystemTest::SetUp();
+    fake_.SetHook([this](std::string_view op) {
+      if (op == "PutChunks") gate_.Pass();
+    });
+  }
+  void TearDown() override {
+    gate_.Open();
+    // The nodes' upload threads may still be in the hook: stop them while
+    // the gate (destroyed before the base fixture) is there.
+    a_.reset();
+    b_.reset();
+    fake_.SetHook(nullptr);
+  }
+
+  // Writes `data` at `offset` in pieces of `piece` bytes, as the kernel
+  // hands a sequential writer's data over.
+  static void WriteInPieces(Filesystem& fs, InodeId ino, uint64_t fh, uint64_t offset,
+                            const std::string& data, size_t piece = kChunk / 4) {
+    for (size_t off = 0; off < data.size(); off += piece) {
+      std::string_view p = std::string_view(data).substr(off, piece);
+      absl::StatusOr<size_t> w = fs.Write(ino, fh, offset + off, p);
+      ASSERT_TRUE(w.ok()) << w.status();
+    }
+  }
+  // Waits until `fs` has sent `n` chunks in the background (false after 10 s).
+  static bool WaitForBackground(Filesystem& fs, uint64_t n) {
+    for (int i = 0; i < 10000; ++i) {
+      if (fs.Stats().background_uploaded_chunks >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  }
+  bool Stored(std::string_view bytes) {
+    return fake_.chunks().Stat(scope_, ChunkId::Of(bytes)).ok();
+  }
+  static std::string_view ChunkOf(const std::string& data, uint64_t i) {
+    return std::string_view(data).substr(i * kChunk, kChunk);
+  }
+  std::unique_ptr<Node> MakeNodeWith(const std::string& name,
+                                     const std::function<void(FilesystemOptions&)>& edit) {
+    auto node = std::make_unique<Node>();
+    node->tier = NewMemoryTier(1ull << 30);
+    node->fetcher =
+        std::make_unique<ChunkFetcher>(&client_, node->tier.get(), ChunkFetcher::Options{});
+    FilesystemOptions options;
+    options.staging_dir = dir_.Sub("staging-" + name);
+    options.chunk_size = kChunk;
+    options.attr_ttl = options.entry_ttl = std::chrono::milliseconds(0);
+    edit(options);
+    node->fs = std::make_unique<Filesystem>(scope_, &client_, node->fetcher.get(),
+                                            node->tier.get(), options);
+    EXPECT_TRUE(node->fs->Init().ok());
+    return node;
+  }
+
+  PutGate gate_;
+};
+
+TEST_F(BackgroundUploadTest, FinishedChunksAreOnTheServerBeforeClose) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "ckpt", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  const std::string data = Random(6 * kChunk + 100, 50);
+  WriteInPieces(A(), ino, c->fh, 0, data);
+  // Every whole chunk went up while the file stayed open; the short tail
+  // waits for the commit.
+  ASSERT_TRUE(WaitForBackground(A(), 6));
+  for (uint64_t i = 0; i < 6; ++i) EXPECT_TRUE(Stored(ChunkOf(data, i))) << "chunk " << i;
+  EXPECT_EQ(fake_.Calls("CommitContent"), 0u);
+  EXPECT_EQ(Cat(B(), "ckpt"), "");  // Nothing published yet.
+
+  const uint64_t puts = fake_.Calls("PutChunks");
+  ASSERT_TRUE(A().Flush(ino, c->fh).ok());
+  A().Release(ino, c->fh);
+  // Nothing sent twice: the commit sends only the 100-byte tail (as a small
+  // chunk, which this test client turns into one PutChunks).
+  EXPECT_EQ(fake_.Calls("PutChunks"), puts + 1);
+  EXPECT_EQ(client_.put_bytes(), data.size());
+  const FilesystemStats s = A().Stats();
+  EXPECT_EQ(s.background_uploaded_chunks, 6u);
+  EXPECT_EQ(s.background_used_chunks, 6u);
+  EXPECT_EQ(s.background_dropped_chunks, 0u);
+  EXPECT_EQ(s.uploaded_chunks, 7u);  // Six in the background, the tail with the commit.
+  EXPECT_TRUE(SameBytes(Cat(B(), "ckpt"), data));
+}
+
+TEST_F(BackgroundUploadTest, AChunkRewrittenAfterItsUploadIsCommittedWithTheNewBytes) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "f", 0644, kRW, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  std::string data = Random(4 * kChunk, 51);
+  WriteInPieces(A(), ino, c->fh, 0, data);
+  ASSERT_TRUE(WaitForBackground(A(), 4));
+  // Chunk 1 changes after its upload finished; chunk 2 while its upload of
+  // the old bytes is still in flight (held at PutChunks).
+  const std::string patch = Random(300, 52);
+  ASSERT_TRUE(A().Write(ino, c->fh, kChunk + 1000, patch).ok());
+  data.replace(kChunk + 1000, patch.size(), patch);
+
+  gate_.Close();
+  const std::string chunk5 = Random(kChunk, 53);
+  ASSERT_TRUE(A().Write(ino, c->fh, 4 * kChunk, chunk5).ok());  // Chunk 4: queued, held.
+  data += chunk5;
+  ASSERT_TRUE(gate_.WaitForHeld(1));
+  const std::string patch2 = Random(50, 54);
+  ASSERT_TRUE(A().Write(ino, c->fh, 4 * kChunk + 7, patch2).ok());
+  data.replace(4 * kChunk + 7, patch2.size(), patch2);
+  gate_.Open();
+
+  ASSERT_TRUE(A().Flush(ino, c->fh).ok());
+  A().Release(ino, c->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+  const FilesystemStats s = A().Stats();
+  EXPECT_EQ(s.background_dropped_chunks, 2u);
+  EXPECT_EQ(s.background_used_chunks, 3u);  // Chunks 0, 2 and 3.
+  // The committed map names the new bytes of both rewritten chunks.
+  absl::StatusOr<ChunkMap> map = fake_.GetChunkMap(scope_, ino);
+  ASSERT_TRUE(map.ok());
+  ASSERT_EQ(map->chunks.size(), 5u);
+  EXPECT_EQ(map->chunks[1].id, ChunkId::Of(ChunkOf(data, 1)));
+  EXPECT_EQ(map->chunks[4].id, ChunkId::Of(ChunkOf(data, 4)));
+}
+
+TEST_F(BackgroundUploadTest, TruncateWhileUploadsAreInFlight) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "f", 0644, kRW, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  gate_.Close();
+  std::string data = Random(4 * kChunk, 55);
+  WriteInPieces(A(), ino, c->fh, 0, data);
+  ASSERT_TRUE(gate_.WaitForHeld(1));
+  // Cut inside chunk 1 while its upload (and those after it) is queued or
+  // running, then grow the file again with a write past the cut.
+  SetAttrRequest req;
+  req.size = kChunk + kChunk / 2;
+  ASSERT_TRUE(A().SetAttr(ino, req, c->fh).ok());
+  const std::string tail = Random(kChunk, 56);
+  ASSERT_TRUE(A().Write(ino, c->fh, 3 * kChunk, tail).ok());
+  gate_.Open();
+  ASSERT_TRUE(A().Fsync(ino, c->fh, false).ok());
+  A().Release(ino, c->fh);
+
+  std::string want = data.substr(0, kChunk + kChunk / 2);
+  want.resize(3 * kChunk, '\0');
+  want += tail;
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), want));
+  EXPECT_GE(A().Stats().background_dropped_chunks, 3u);  // Chunks 1, 2 and 3.
+}
+
+TEST_F(BackgroundUploadTest, AFailedBackgroundUploadIsRedoneByTheCommit) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "f", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  // The first three PutChunks (the background uploads) fail.
+  fake_.FailNext("PutChunks", absl::UnavailableError("server down"), 3);
+  const std::string data = Random(3 * kChunk, 57);
+  WriteInPieces(A(), ino, c->fh, 0, data);
+  // All three failures go to the background uploads, not to the commit's.
+  for (int i = 0; i < 10000 && fake_.Calls("PutChunks") < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(fake_.Calls("PutChunks"), 3u);
+  ASSERT_TRUE(A().Flush(ino, c->fh).ok());
+  A().Release(ino, c->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+  EXPECT_EQ(fake_.Calls("PutChunks"), 6u);
+  EXPECT_EQ(A().Stats().background_uploaded_chunks, 0u);
+  EXPECT_EQ(A().Stats().background_used_chunks, 0u);
+}
+
+TEST_F(BackgroundUploadTest, AnUploadTheCommitCannotRedoIsCloseSErrorAndTheDataStaysStaged) {
+  const InodeId ino = WriteFile(A(), "f", "old");
+  absl::StatusOr<OpenReply> o = A().Open(ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(o.ok());
+  fake_.FailNext("PutChunks", absl::UnavailableError("server down"), -1);
+  const std::string data = Random(2 * kChunk, 58);
+  WriteInPieces(A(), ino, o->fh, 0, data);
+  const absl::Status flushed = A().Flush(ino, o->fh);
+  EXPECT_TRUE(absl::IsUnavailable(flushed)) << flushed;  // The client's error, as is.
+  EXPECT_EQ(Cat(B(), "f"), "old");  // Nothing published.
+  // The server is back: the same handle's fsync commits what was staged.
+  fake_.ClearFailures();
+  ASSERT_TRUE(A().Fsync(ino, o->fh, false).ok());
+  A().Release(ino, o->fh);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+}
+
+TEST_F(BackgroundUploadTest, TheMemoryBudgetHoldsWhileTheServerIsSlow) {
+  auto node = MakeNodeWith("c", [](FilesystemOptions& o) {
+    o.upload_threads = 2;
+    o.upload_budget_bytes = 3 * kChunk;
+  });
+  Filesystem& fs = *node->fs;
+  absl::StatusOr<CreateReply> c = fs.Create(kRootInode, "big", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  gate_.Close();
+  const std::string data = Random(20 * kChunk, 59);
+  WriteInPieces(fs, c->attr.ino, c->fh, 0, data);  // Never waits on the server.
+  ASSERT_TRUE(gate_.WaitForHeld(2));
+  EXPECT_LE(fs.Stats().upload_peak_bytes, 3 * kChunk);
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate_.Open();
+  });
+  ASSERT_TRUE(fs.Flush(c->attr.ino, c->fh).ok());  // The commit stays in the budget too.
+  opener.join();
+  fs.Release(c->attr.ino, c->fh);
+  EXPECT_LE(fs.Stats().upload_peak_bytes, 3 * kChunk);
+  EXPECT_EQ(fs.Stats().background_used_chunks, 3u);  // What fit; the commit sent the rest.
+  EXPECT_EQ(client_.put_bytes(), data.size());
+  EXPECT_TRUE(SameBytes(Cat(B(), "big"), data));
+}
+
+TEST_F(BackgroundUploadTest, UnlinkAndScopeDeletionWhileUploadsAreInFlight) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "gone", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  gate_.Close();
+  WriteInPieces(A(), ino, c->fh, 0, Random(4 * kChunk, 60));
+  ASSERT_TRUE(gate_.WaitForHeld(1));
+  ASSERT_TRUE(A().Unlink(kRootInode, "gone").ok());
+  const uint64_t commits = fake_.Calls("CommitContent");
+  A().Release(ino, c->fh);  // The last handle of an orphan: nothing to commit.
+  EXPECT_EQ(fake_.Calls("CommitContent"), commits);
+  EXPECT_EQ(fake_.Calls("ReleaseInode"), 1u);
+
+  // B writes, its uploads held; then the scope is deleted under it.
+  absl::StatusOr<CreateReply> d = B().Create(kRootInode, "g", 0644, O_WRONLY, {});
+  ASSERT_TRUE(d.ok());
+  WriteInPieces(B(), d->attr.ino, d->fh, 0, Random(4 * kChunk, 61));
+  B().MarkScopeDeleted();
+  gate_.Open();
+  EXPECT_EQ(ToErrno(B().Write(d->attr.ino, d->fh, 0, "x").status()), ENOENT);
+  EXPECT_EQ(ToErrno(B().Flush(d->attr.ino, d->fh)), ENOENT);
+  B().Release(d->attr.ino, d->fh);
+  // No staging file is left behind for either.
+  for (const char* n : {"a", "b"}) {
+    const std::string folder = dir_.Sub(std::string("staging-") + n) + "/project/demo";
+    if (!std::filesystem::exists(folder)) continue;
+    EXPECT_TRUE(std::filesystem::is_empty(folder)) << folder;
+  }
+}
+
+TEST_F(BackgroundUploadTest, ADaemonStoppingMidUploadKeepsTheDataForTheNextStart) {
+  std::unique_ptr<Node> c = MakeNode("c");
+  absl::StatusOr<CreateReply> cr = c->fs->Create(kRootInode, "ckpt", 0644, O_WRONLY, {});
+  ASSERT_TRUE(cr.ok());
+  gate_.Close();
+  const std::string data = Random(5 * kChunk + 3, 62);
+  WriteInPieces(*c->fs, cr->attr.ino, cr->fh, 0, data);
+  ASSERT_TRUE(gate_.WaitForHeld(1));
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate_.Open();
+  });
+  c.reset();  // Stops: cancels what has not started, waits for the rest.
+  opener.join();
+  EXPECT_EQ(Cat(A(), "ckpt"), "");
+  c = MakeNode("c");  // Init commits the staged file.
+  EXPECT_TRUE(SameBytes(Cat(A(), "ckpt"), data));
+}
+
+TEST_F(BackgroundUploadTest, ACommitSendsAgainTheChunksTheServerLostMeanwhile) {
+  absl::StatusOr<CreateReply> c = A().Create(kRootInode, "f", 0644, O_WRONLY, {});
+  ASSERT_TRUE(c.ok());
+  const InodeId ino = c->attr.ino;
+  const std::string data = Random(3 * kChunk, 63);
+  WriteInPieces(A(), ino, c->fh, 0, data);
+  ASSERT_TRUE(WaitForBackground(A(), 3));
+  // The collector removes two of them before the commit comes (uploads
+  // older than its grace period, or bytes it had listed as garbage).
+  ASSERT_TRUE(fake_.chunks().Delete(scope_, ChunkId::Of(ChunkOf(data, 0))).ok());
+  ASSERT_TRUE(fake_.chunks().Delete(scope_, ChunkId::Of(ChunkOf(data, 2))).ok());
+  ASSERT_TRUE(A().Flush(ino, c->fh).ok());
+  A().Release(ino, c->fh);
+  EXPECT_EQ(A().Stats().commit_resends, 1u);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+}
+
+TEST_F(BackgroundUploadTest, OffMeansEverythingGoesWithTheCommit) {
+  auto node = MakeNodeWith("c", [](FilesystemOptions& o) { o.background_upload = false; });
+  const std::string data = Random(4 * kChunk, 64);
+  WriteFile(*node->fs, "f", data);
+  EXPECT_EQ(node->fs->Stats().background_uploaded_chunks, 0u);
+  EXPECT_EQ(node->fs->Stats().uploaded_chunks, 4u);
+  EXPECT_TRUE(SameBytes(Cat(B(), "f"), data));
+}
+
+}  // namespace
 }  // namespace traincache::node

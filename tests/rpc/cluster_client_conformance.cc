@@ -284,6 +284,24 @@ TEST_P(ClusterClientConformanceTest, MovesChunksLargerThanOneMessagePiece) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_P(ClusterClientConformanceTest, StoresChunksUnderTheIdsTheCallerHashedAndChecksThem) {
+  const std::string a = RandomBytes(100 << 10, 4), b = RandomBytes(7, 5);
+  ASSERT_TRUE(client().PutHashedChunks(scope(), {ChunkId::Of(a), ChunkId::Of(b)}, {a, b}).ok());
+  auto have = client().HasChunks(scope(), {ChunkId::Of(a), ChunkId::Of(b)});
+  ASSERT_TRUE(have.ok()) << have.status();
+  EXPECT_EQ(*have, (std::vector<std::optional<uint64_t>>{a.size(), b.size()}));
+  EXPECT_EQ(*client().GetChunk(scope(), ChunkId::Of(b), 0, 0), b);
+  // A wrong id is refused, and nothing is stored under it.
+  const std::string c = RandomBytes(1000, 6);
+  EXPECT_EQ(client().PutHashedChunks(scope(), {ChunkId::Of(a)}, {c}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client().PutHashedChunks(scope(), {ChunkId::Of(c)}, {c, c}).code(),
+            absl::StatusCode::kInvalidArgument);
+  have = client().HasChunks(scope(), {ChunkId::Of(c)});
+  ASSERT_TRUE(have.ok());
+  EXPECT_EQ(*have, (std::vector<std::optional<uint64_t>>{std::nullopt}));
+}
+
 TEST_P(ClusterClientConformanceTest, AnswersHasChunksForMoreIdsThanOneCall) {
   std::vector<std::string> stored = {"a", "bb", "ccc"};
   ASSERT_TRUE(client().PutChunks(scope(), {stored[0], stored[1], stored[2]}).ok());

@@ -286,7 +286,18 @@ absl::StatusOr<std::vector<std::optional<uint64_t>>> FakeClusterClient::HasChunk
 
 absl::Status FakeClusterClient::PutChunks(const Scope& scope,
                                           const std::vector<std::string_view>& chunks) {
-  RETURN_IF_ERROR(Enter("PutChunks"));
+  std::vector<ChunkId> ids;
+  ids.reserve(chunks.size());
+  for (std::string_view data : chunks) ids.push_back(ChunkId::Of(data));
+  return PutHashedChunks(scope, ids, chunks);
+}
+
+absl::Status FakeClusterClient::PutHashedChunks(const Scope& scope, const std::vector<ChunkId>& ids,
+                                                const std::vector<std::string_view>& chunks) {
+  RETURN_IF_ERROR(Enter("PutChunks"));  // The same method on the wire.
+  if (ids.size() != chunks.size()) {
+    return absl::InvalidArgumentError("PutHashedChunks: one id per chunk");
+  }
   for (std::string_view data : chunks) {
     if (data.size() > kMaxChunkSize) {
       return PosixError(EINVAL, fmt::format("chunk of {} bytes is over the {} byte limit",
@@ -295,9 +306,8 @@ absl::Status FakeClusterClient::PutChunks(const Scope& scope,
   }
   // As the server: chunks go only into a scope that exists.
   RETURN_IF_ERROR(meta_->OpenScope(scope, /*create=*/false).status());
-  for (std::string_view data : chunks) {
-    RETURN_IF_ERROR(chunks_->Put(scope, ChunkId::Of(data), data));
-  }
+  // The store checks each chunk against its id, as the server's does.
+  for (size_t k = 0; k < chunks.size(); ++k) RETURN_IF_ERROR(chunks_->Put(scope, ids[k], chunks[k]));
   return absl::OkStatus();
 }
 
