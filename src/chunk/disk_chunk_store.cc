@@ -48,6 +48,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/aligned_buffer.h"
 #include "traincache/chunk_store.h"
 #include "traincache/status.h"
 
@@ -169,20 +170,13 @@ absl::StatusOr<size_t> WriteDirectPrefix(const std::string& path, std::string_vi
     return OsError("open", path, errno);
   }
   UniqueFd file(fd);
-  // One buffer per thread, reused: touching fresh memory for every chunk is
-  // part of what direct writes save.
-  thread_local std::unique_ptr<char, decltype(&std::free)> bounce(nullptr, &std::free);
-  thread_local size_t bounce_size = 0;
-  if (bounce_size < aligned) {
-    bounce.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, aligned)));
-    bounce_size = bounce != nullptr ? aligned : 0;
-    if (bounce == nullptr) return 0;  // No memory for it: written buffered.
-  }
-  std::memcpy(bounce.get(), data.data(), aligned);
+  char* bounce = ThreadAlignedBuffer(aligned, kDirectAlign);
+  if (bounce == nullptr) return 0;  // No memory for it: written buffered.
+  std::memcpy(bounce, data.data(), aligned);
   size_t done = 0;
   while (done < aligned) {
     ssize_t put =
-        ::pwrite(file.get(), bounce.get() + done, aligned - done, static_cast<off_t>(done));
+        ::pwrite(file.get(), bounce + done, aligned - done, static_cast<off_t>(done));
     if (put < 0) {
       if (errno == EINTR) continue;
       if (errno == EINVAL) break;  // Refused after all: the rest goes buffered.

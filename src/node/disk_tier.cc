@@ -56,6 +56,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/numbers.h"
+#include "common/aligned_buffer.h"
 #include "node/tier_common.h"
 #include "traincache/node_tier.h"
 #include "traincache/status.h"
@@ -583,17 +584,10 @@ class DiskTier final : public NodeTier {
     }
     const char* src = bytes.data();
     if (reinterpret_cast<uintptr_t>(src) % kDirectAlign != 0) {
-      // One buffer per thread, reused: touching fresh memory for every
-      // chunk is part of what direct writes save.
-      thread_local std::unique_ptr<char, decltype(&std::free)> bounce(nullptr, &std::free);
-      thread_local size_t bounce_size = 0;
-      if (bounce_size < aligned) {
-        bounce.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, aligned)));
-        bounce_size = bounce != nullptr ? aligned : 0;
-        if (bounce == nullptr) return 0;  // No memory for it: written buffered.
-      }
-      std::memcpy(bounce.get(), src, aligned);
-      src = bounce.get();
+      char* bounce = ThreadAlignedBuffer(aligned, kDirectAlign);
+      if (bounce == nullptr) return 0;  // No memory for it: written buffered.
+      std::memcpy(bounce, src, aligned);
+      src = bounce;
     }
     size_t done = 0;
     while (done < aligned) {
