@@ -363,7 +363,10 @@ TEST_F(ChunkFetcherTest, ReadersFollowingReadaheadCopyFromMemory) {
   ASSERT_TRUE(Eventually([&] { return tier_->Contains(key_, map_, 4); }));
   const uint64_t tier_hits = tier_->Stats().hits;
   for (uint64_t i = 1; i < 8; ++i) ReadWholeChunk(*fetcher, i);
-  EXPECT_EQ(tier_->Stats().hits, tier_hits);  // From memory (or a flight), not the tier.
+  // Chunks 1-4 come from memory (or a flight), not the tier. Chunks 5-7 do
+  // too unless the reader came after their tier store and their memory was
+  // reused meanwhile (a slow machine): then a tier hit each, at most.
+  EXPECT_LE(tier_->Stats().hits, tier_hits + 3);
   EXPECT_GE(fetcher->Stats().memory_hits, 4u);  // Chunks 1-4 at least were there in time.
   fetcher.reset();
   EXPECT_EQ(client_.Calls("GetChunk"), 8u);
