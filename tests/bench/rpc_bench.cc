@@ -12,7 +12,8 @@
 // more thread fetching 4 MiB chunks, or creating and removing files, through
 // the same client).
 //
-//   rpc_bench [--transport unix|tcp|both] [--calls N] [--baseline yes|no] [--json FILE]
+//   rpc_bench [--transport unix|tcp|both] [--calls N] [--baseline yes|no]
+//             [--rows getattr,ping,serving,beside] [--json FILE]
 //   rpc_bench --server ADDR --token-file F [--server-pid PID] ...
 //
 // Without --server it starts a traincache-server of its own per transport
@@ -266,10 +267,14 @@ std::vector<Row> PingPong(const std::string& transport, const std::string& unix_
 // token) from 1..threads threads sharing it, and Ping through the bare stub.
 // Then GetAttr again while this process also serves gRPC on `local_socket`,
 // as traincache-node does (its admin socket): that server's polling threads
-// share gRPC's one epoll set with the calling threads.
+// share gRPC's one epoll set with the calling threads. `only`: the groups
+// of rows to measure ("getattr,ping,serving,beside"), empty for all.
 std::vector<Row> GrpcRows(const std::string& transport, const std::string& target,
                           const std::string& token, pid_t server_pid, int max_threads, int calls,
-                          const std::string& local_socket) {
+                          const std::string& local_socket, const std::string& only) {
+  auto wanted = [&](std::string_view group) {
+    return only.empty() || ("," + only + ",").find(fmt::format(",{},", group)) != std::string::npos;
+  };
   rpc::GrpcClusterClient client({.target = target, .token = token});
   Scope scope = *Scope::Parse("project:rpc-bench");
   auto opened = client.OpenScope(scope, /*create=*/true);
@@ -279,21 +284,24 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
   }
   InodeId root = opened->root.ino;
   std::vector<Row> rows;
-  for (int threads = 1; threads <= max_threads; ++threads) {
+  for (int threads = 1; threads <= max_threads && wanted("getattr"); ++threads) {
     Row r = Measure(threads, calls, server_pid,
                     [&](int) { return client.GetAttr(scope, root).ok(); });
     r.transport = transport;
     r.what = "gRPC GetAttr (node client)";
     rows.push_back(r);
   }
-  rpc::ServerClient bare({.target = target, .token = token});
-  Row r = Measure(1, calls, server_pid, [&](int) {
-    v1::PingResponse resp;
-    return bare.Call(&v1::Admin::Stub::Ping, bare.admin(), {}, &resp).ok();
-  });
-  r.transport = transport;
-  r.what = "gRPC Ping (bare stub)";
-  rows.push_back(r);
+  if (wanted("ping")) {
+    rpc::ServerClient bare({.target = target, .token = token});
+    Row r = Measure(1, calls, server_pid, [&](int) {
+      v1::PingResponse resp;
+      return bare.Call(&v1::Admin::Stub::Ping, bare.admin(), {}, &resp).ok();
+    });
+    r.transport = transport;
+    r.what = "gRPC Ping (bare stub)";
+    rows.push_back(r);
+  }
+  if (!wanted("serving") && !wanted("beside")) return rows;
 
   v1::NodeAdmin::CallbackService idle;  // Never called: there for its threads.
   grpc::ServerBuilder builder;
@@ -304,12 +312,16 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
     std::cerr << "cannot serve on " << local_socket << "\n";
     std::exit(1);
   }
-  for (int threads = 1; threads <= max_threads; ++threads) {
+  for (int threads = 1; threads <= max_threads && wanted("serving"); ++threads) {
     Row r = Measure(threads, calls, server_pid,
                     [&](int) { return client.GetAttr(scope, root).ok(); });
     r.transport = transport;
     r.what = "gRPC GetAttr, client serves too";
     rows.push_back(r);
+  }
+  if (!wanted("beside")) {
+    local->Shutdown(std::chrono::system_clock::now());
+    return rows;
   }
 
   // A node reading a file it lacks fetches chunks while its FUSE threads ask
@@ -329,7 +341,7 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
       if (client.GetChunk(scope, ChunkId::Of(chunk), 0, 0).ok()) fetched += chunk.size();
     }
   });
-  r = Measure(1, calls, server_pid, [&](int) { return client.GetAttr(scope, root).ok(); });
+  Row r = Measure(1, calls, server_pid, [&](int) { return client.GetAttr(scope, root).ok(); });
   stop = true;
   fetcher.join();
   r.transport = transport;
@@ -370,7 +382,7 @@ std::string ReadToken(const std::string& path) {
 }
 
 int Main(int argc, char** argv) {
-  std::string transports = "both", server, token_file, json_path;
+  std::string transports = "both", server, token_file, json_path, only;
   pid_t server_pid = -1;
   int calls = 20'000;
   bool baseline = true;
@@ -384,6 +396,7 @@ int Main(int argc, char** argv) {
     else if (a == "--token-file") token_file = argv[i + 1];
     else if (a == "--server-pid") server_pid = std::stoi(argv[i + 1]);
     else if (a == "--baseline") baseline = std::string(argv[i + 1]) != "no";
+    else if (a == "--rows") only = argv[i + 1];
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -421,7 +434,7 @@ int Main(int argc, char** argv) {
     std::vector<Row> got;
     if (!server.empty()) {
       got = GrpcRows(t, server, ReadToken(token_file), server_pid, kThreads, calls,
-                     dir.Sub("local.sock"));
+                     dir.Sub("local.sock"), only);
     } else {
       testing::ServerProcess proc(dir.Sub("data-" + t), dir.path(),
                                   t == "tcp" ? testing::FreeLoopbackAddress() : "");
@@ -430,7 +443,7 @@ int Main(int argc, char** argv) {
         return 1;
       }
       got = GrpcRows(t, proc.address(), proc.token(), proc.pid(), kThreads, calls,
-                     dir.Sub("local.sock"));
+                     dir.Sub("local.sock"), only);
       proc.Stop();
     }
     rows.insert(rows.end(), got.begin(), got.end());
