@@ -26,13 +26,13 @@
 // Not a test: nothing here passes or fails on speed.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,9 +67,9 @@ struct Usage {
 Usage SelfUsage() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);  // All threads, those that ended included.
-  return {ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
-              (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
-          static_cast<uint64_t>(ru.ru_nvcsw + ru.ru_nivcsw)};
+  return {
+      ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+      static_cast<uint64_t>(ru.ru_nvcsw + ru.ru_nivcsw)};
 }
 
 // Another process's usage from /proc: CPU from its stat, context switches
@@ -285,8 +285,8 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
   InodeId root = opened->root.ino;
   std::vector<Row> rows;
   for (int threads = 1; threads <= max_threads && wanted("getattr"); ++threads) {
-    Row r = Measure(threads, calls, server_pid,
-                    [&](int) { return client.GetAttr(scope, root).ok(); });
+    Row r =
+        Measure(threads, calls, server_pid, [&](int) { return client.GetAttr(scope, root).ok(); });
     r.transport = transport;
     r.what = "gRPC GetAttr (node client)";
     rows.push_back(r);
@@ -313,8 +313,8 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
     std::exit(1);
   }
   for (int threads = 1; threads <= max_threads && wanted("serving"); ++threads) {
-    Row r = Measure(threads, calls, server_pid,
-                    [&](int) { return client.GetAttr(scope, root).ok(); });
+    Row r =
+        Measure(threads, calls, server_pid, [&](int) { return client.GetAttr(scope, root).ok(); });
     r.transport = transport;
     r.what = "gRPC GetAttr, client serves too";
     rows.push_back(r);
@@ -389,14 +389,22 @@ int Main(int argc, char** argv) {
   const int kThreads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--transport") transports = argv[i + 1];
-    else if (a == "--calls") calls = std::stoi(argv[i + 1]);
-    else if (a == "--json") json_path = argv[i + 1];
-    else if (a == "--server") server = argv[i + 1];
-    else if (a == "--token-file") token_file = argv[i + 1];
-    else if (a == "--server-pid") server_pid = std::stoi(argv[i + 1]);
-    else if (a == "--baseline") baseline = std::string(argv[i + 1]) != "no";
-    else if (a == "--rows") only = argv[i + 1];
+    if (a == "--transport")
+      transports = argv[i + 1];
+    else if (a == "--calls")
+      calls = std::stoi(argv[i + 1]);
+    else if (a == "--json")
+      json_path = argv[i + 1];
+    else if (a == "--server")
+      server = argv[i + 1];
+    else if (a == "--token-file")
+      token_file = argv[i + 1];
+    else if (a == "--server-pid")
+      server_pid = std::stoi(argv[i + 1]);
+    else if (a == "--baseline")
+      baseline = std::string(argv[i + 1]) != "no";
+    else if (a == "--rows")
+      only = argv[i + 1];
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -419,8 +427,13 @@ int Main(int argc, char** argv) {
   req.set_ino(kRootInode);
   v1::AttrResponse resp;
   Timespec now = Now();
-  rpc::ToProto(InodeAttr{.ino = kRootInode, .mode = 040755, .nlink = 2, .atime = now,
-                         .mtime = now, .ctime = now, .version = 1},
+  rpc::ToProto(InodeAttr{.ino = kRootInode,
+                         .mode = 040755,
+                         .nlink = 2,
+                         .atime = now,
+                         .mtime = now,
+                         .ctime = now,
+                         .version = 1},
                resp.mutable_attr());
   std::vector<Row> rows;
   for (const std::string& t : baseline ? list : std::vector<std::string>{}) {
@@ -477,8 +490,8 @@ int Main(int argc, char** argv) {
         "\"p99_us\": {:.1f}, \"mean_us\": {:.1f}, \"calls_per_s\": {:.0f}, "
         "\"client_cpu_us\": {:.1f}, \"server_cpu_us\": {:.1f}, \"client_switches\": {:.2f}, "
         "\"server_switches\": {:.2f}}}",
-        i ? ", " : "", r.transport, r.what, r.threads, r.p50_us, r.p99_us, r.mean_us,
-        r.calls_per_s, r.client_cpu_us, r.server_cpu_us, r.client_switches, r.server_switches);
+        i ? ", " : "", r.transport, r.what, r.threads, r.p50_us, r.p99_us, r.mean_us, r.calls_per_s,
+        r.client_cpu_us, r.server_cpu_us, r.client_switches, r.server_switches);
   }
   json += "]}";
   std::printf("\n%s\n", json.c_str());
