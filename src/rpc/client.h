@@ -1,5 +1,12 @@
-// ServerClient: a connection to one traincache-server, with the bearer token
+// ServerClient: connections to one traincache-server, with the bearer token
 // and a per-call deadline attached to every call.
+//
+// Two connections: one for small calls (every service but Chunks) and one for
+// chunk transfer (the Chunks service), each opened on first use. A metadata
+// call then never waits behind megabytes of chunk data queued on the same
+// connection, and each is tuned for its traffic: chunk streams read the
+// socket in large pieces, small calls with gRPC's small adaptive buffer
+// (a large one costs every small read an allocation of at least 256 KiB).
 //
 // Besides raw access to the generated stubs (Call), it offers the few
 // composite operations several programs need: upload chunks, fetch a chunk,
@@ -57,8 +64,10 @@ class ServerClient {
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
   const ClientOptions& options() const { return options_; }
-  // The connection, for callers that watch its state (GrpcClusterClient).
+  // The connections, for callers that watch their state (GrpcClusterClient):
+  // the one of small calls and the one of the Chunks service.
   grpc::Channel& channel() const { return *channel_; }
+  grpc::Channel& bulk_channel() const { return *bulk_channel_; }
 
   v1::Namespace::Stub& ns() { return *ns_; }
   v1::Chunks::Stub& chunks() { return *chunks_; }
@@ -99,7 +108,9 @@ class ServerClient {
 
  private:
   ClientOptions options_;
+  std::string authorization_;  // "Bearer <token>", built once; empty without a token
   std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::Channel> bulk_channel_;
   std::unique_ptr<v1::Namespace::Stub> ns_;
   std::unique_ptr<v1::Chunks::Stub> chunks_;
   std::unique_ptr<v1::Admin::Stub> admin_;

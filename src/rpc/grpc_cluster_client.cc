@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,8 +69,7 @@ class WatchCall final : public grpc::ClientReadReactor<v1::ScopeChanges>,
                         public ChangeSubscription {
  public:
   WatchCall(std::unique_ptr<grpc::ClientContext> ctx, v1::WatchScopeRequest req,
-            std::function<void(ScopeChanges)> on_changes,
-            std::function<void(absl::Status)> on_end)
+            std::function<void(ScopeChanges)> on_changes, std::function<void(absl::Status)> on_end)
       : ctx_(std::move(ctx)),
         req_(std::move(req)),
         on_changes_(std::move(on_changes)),
@@ -175,20 +173,20 @@ absl::StatusOr<std::unique_ptr<ChangeSubscription>> GrpcClusterClient::WatchScop
   return std::unique_ptr<ChangeSubscription>(std::move(call));
 }
 
-bool GrpcClusterClient::WaitForConnection(Clock::time_point give_up) {
+bool GrpcClusterClient::WaitForConnection(grpc::Channel& channel, Clock::time_point give_up) {
   for (;;) {
-    grpc_connectivity_state state = rpc_.channel().GetState(/*try_to_connect=*/true);
+    grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
     if (state == GRPC_CHANNEL_READY) return true;
     Clock::time_point now = Clock::now();
     if (now >= give_up) return false;
     // Wake at least every 250 ms: WaitForStateChange takes a system_clock
     // deadline, and give_up is on the steady clock.
     Clock::duration step = std::min<Clock::duration>(give_up - now, std::chrono::milliseconds(250));
-    IGNORE_ERROR(rpc_.channel().WaitForStateChange(state, std::chrono::system_clock::now() + step));
+    IGNORE_ERROR(channel.WaitForStateChange(state, std::chrono::system_clock::now() + step));
   }
 }
 
-absl::Status GrpcClusterClient::Run(std::string_view op, Resend resend,
+absl::Status GrpcClusterClient::Run(std::string_view op, Resend resend, grpc::Channel& channel,
                                     const std::function<absl::Status()>& attempt) {
   metrics::ScopedLatency timer(latency_ ? latency_->Find(op) : nullptr);
   std::optional<Clock::time_point> outage_start;  // First sign of trouble of this call.
@@ -204,9 +202,11 @@ absl::Status GrpcClusterClient::Run(std::string_view op, Resend resend,
   };
   for (;;) {
     // Nothing is sent while waiting here, so waiting is safe for any request.
-    if (rpc_.channel().GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
+    if (channel.GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
       if (!outage_start) outage_start = Clock::now();
-      if (!WaitForConnection(*outage_start + options_.outage_timeout)) return unreachable();
+      if (!WaitForConnection(channel, *outage_start + options_.outage_timeout)) {
+        return unreachable();
+      }
     }
     Clock::time_point sent = Clock::now();
     absl::Status status = attempt();
@@ -239,7 +239,7 @@ absl::Status GrpcClusterClient::Unary(
     std::string_view op, Resend resend,
     grpc::Status (v1::Namespace::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
     const Req& req, Resp* resp) {
-  return Run(op, resend, [&]() -> absl::Status {
+  return Run(op, resend, rpc_.channel(), [&]() -> absl::Status {
     resp->Clear();
     std::unique_ptr<grpc::ClientContext> ctx = NewContext();
     // A request that must not be re-sent waits in gRPC's queue for a
@@ -502,13 +502,13 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContent(const Scope& scope, I
                                                            uint32_t chunk_size,
                                                            const std::vector<ChunkRef>& chunks,
                                                            Timespec mtime) {
-  return CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size, chunks,
-                                      mtime, {});
+  return CommitContentWithSmallChunks(scope, ino, expected_version, size, chunk_size, chunks, mtime,
+                                      {});
 }
 
 absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContentWithSmallChunks(
-    const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size,
-    uint32_t chunk_size, const std::vector<ChunkRef>& chunks, Timespec mtime,
+    const Scope& scope, InodeId ino, uint64_t expected_version, uint64_t size, uint32_t chunk_size,
+    const std::vector<ChunkRef>& chunks, Timespec mtime,
     const std::vector<std::string_view>& small_chunks) {
   v1::CommitRequest req;
   for (std::string_view data : small_chunks) req.add_small_chunks(data.data(), data.size());
@@ -521,7 +521,7 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::CommitContentWithSmallChunks(
   rpc::ToProto(mtime, req.mutable_mtime());
   v1::AttrResponse resp;
   int attempts = 0;
-  absl::Status status = Run("CommitContent", Resend::kSafe, [&]() -> absl::Status {
+  absl::Status status = Run("CommitContent", Resend::kSafe, rpc_.channel(), [&]() -> absl::Status {
     ++attempts;
     resp.Clear();
     std::unique_ptr<grpc::ClientContext> ctx = NewContext();
@@ -553,7 +553,7 @@ absl::Status GrpcClusterClient::ReleaseInode(const Scope& scope, InodeId ino) {
 absl::StatusOr<std::vector<std::optional<uint64_t>>> GrpcClusterClient::HasChunks(
     const Scope& scope, const std::vector<ChunkId>& ids) {
   std::vector<int64_t> sizes;
-  RETURN_IF_ERROR(Run("HasChunks", Resend::kSafe, [&]() -> absl::Status {
+  RETURN_IF_ERROR(Run("HasChunks", Resend::kSafe, rpc_.bulk_channel(), [&]() -> absl::Status {
     ASSIGN_OR_RETURN(sizes, rpc_.HasChunks(scope, ids));
     return absl::OkStatus();
   }));
@@ -574,7 +574,8 @@ absl::Status GrpcClusterClient::PutChunks(const Scope& scope,
     }
   }
   // Chunks are named by their bytes: storing one twice stores the same thing.
-  return Run("PutChunks", Resend::kSafe, [&] { return rpc_.PutChunks(scope, chunks); });
+  return Run("PutChunks", Resend::kSafe, rpc_.bulk_channel(),
+             [&] { return rpc_.PutChunks(scope, chunks); });
 }
 
 absl::Status GrpcClusterClient::PutHashedChunks(const Scope& scope, const std::vector<ChunkId>& ids,
@@ -589,13 +590,14 @@ absl::Status GrpcClusterClient::PutHashedChunks(const Scope& scope, const std::v
     }
   }
   // Timed as "PutChunks": it is that method on the wire.
-  return Run("PutChunks", Resend::kSafe, [&] { return rpc_.PutChunks(scope, chunks, &ids); });
+  return Run("PutChunks", Resend::kSafe, rpc_.bulk_channel(),
+             [&] { return rpc_.PutChunks(scope, chunks, &ids); });
 }
 
 absl::StatusOr<std::string> GrpcClusterClient::GetChunk(const Scope& scope, const ChunkId& id,
                                                         uint64_t offset, uint64_t length) {
   std::string out;
-  RETURN_IF_ERROR(Run("GetChunk", Resend::kSafe, [&]() -> absl::Status {
+  RETURN_IF_ERROR(Run("GetChunk", Resend::kSafe, rpc_.bulk_channel(), [&]() -> absl::Status {
     ASSIGN_OR_RETURN(out, rpc_.GetChunk(scope, id, offset, length));
     return absl::OkStatus();
   }));
@@ -606,7 +608,7 @@ absl::StatusOr<std::string> GrpcClusterClient::GetChunkUnverified(const Scope& s
                                                                   const ChunkId& id) {
   std::string out;
   // Timed as "GetChunk": it is that method on the wire.
-  RETURN_IF_ERROR(Run("GetChunk", Resend::kSafe, [&]() -> absl::Status {
+  RETURN_IF_ERROR(Run("GetChunk", Resend::kSafe, rpc_.bulk_channel(), [&]() -> absl::Status {
     ASSIGN_OR_RETURN(out, rpc_.GetChunk(scope, id, 0, 0, /*client_verifies=*/true));
     return absl::OkStatus();
   }));

@@ -1,6 +1,7 @@
 // GrpcClusterClient: the ClusterClient (traincache/cluster_client.h) over
-// gRPC to one traincache-server, built on rpc::ServerClient (one channel, the
-// bearer token and a per-call deadline on every call).
+// gRPC to one traincache-server, built on rpc::ServerClient (a connection for
+// small calls and one for chunks, the bearer token and a per-call deadline on
+// every call).
 //
 // Outages. A call first waits, without sending anything, until the channel
 // has a connection; then it sends. What happens on a transient failure
@@ -140,7 +141,9 @@ class GrpcClusterClient final : public ClusterClient {
 
   // Runs `attempt` (one call) under the outage rule at the top of this file.
   // `op` names the call in errors.
-  absl::Status Run(std::string_view op, Resend resend,
+  // `channel`: the connection the attempts use (rpc_.channel() or
+  // rpc_.bulk_channel()), whose state is checked and waited on.
+  absl::Status Run(std::string_view op, Resend resend, grpc::Channel& channel,
                    const std::function<absl::Status()>& attempt);
   // One unary Namespace call under Run; `resp` holds the last attempt's answer.
   template <typename Req, typename Resp>
@@ -148,8 +151,8 @@ class GrpcClusterClient final : public ClusterClient {
                      grpc::Status (v1::Namespace::Stub::*method)(grpc::ClientContext*, const Req&,
                                                                  Resp*),
                      const Req& req, Resp* resp);
-  // True once the channel is connected; false if `give_up` passes first.
-  bool WaitForConnection(std::chrono::steady_clock::time_point give_up);
+  // True once `channel` is connected; false if `give_up` passes first.
+  bool WaitForConnection(grpc::Channel& channel, std::chrono::steady_clock::time_point give_up);
   // rpc_'s context (token, deadline) naming this node.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
