@@ -7,13 +7,13 @@
 // of the two is gRPC's overhead on this machine.
 //
 // Rows: GetAttr through the node's client (1 and 2 threads); Ping through a
-// bare stub; GetAttr while this process also serves gRPC, as the node does
-// (1 and 2 threads); GetAttr beside a chunk stream and beside a writer (one
+// bare stub; 4 MiB chunk fetches (1 and 4 threads, MB/s); GetAttr while this process also serves
+// gRPC, as the node does (1 and 2 threads); GetAttr beside a chunk stream and beside a writer (one
 // more thread fetching 4 MiB chunks, or creating and removing files, through
 // the same client).
 //
 //   rpc_bench [--transport unix|tcp|both] [--calls N] [--baseline yes|no]
-//             [--rows getattr,ping,serving,beside] [--json FILE]
+//             [--rows getattr,ping,bulk,serving,beside] [--json FILE]
 //   rpc_bench --server ADDR --token-file F [--server-pid PID] ...
 //
 // Without --server it starts a traincache-server of its own per transport
@@ -108,6 +108,7 @@ struct Row {
   int threads = 0;
   double p50_us = 0, p99_us = 0, mean_us = 0, calls_per_s = 0;
   double client_cpu_us = 0, server_cpu_us = 0, client_switches = 0, server_switches = 0;
+  double mb_per_s = 0;  // Chunk rows only: MB (10^6 bytes) fetched per second.
 };
 
 double Percentile(const std::vector<double>& sorted, double p) {
@@ -268,7 +269,7 @@ std::vector<Row> PingPong(const std::string& transport, const std::string& unix_
 // Then GetAttr again while this process also serves gRPC on `local_socket`,
 // as traincache-node does (its admin socket): that server's polling threads
 // share gRPC's one epoll set with the calling threads. `only`: the groups
-// of rows to measure ("getattr,ping,serving,beside"), empty for all.
+// of rows to measure ("getattr,ping,bulk,serving,beside"), empty for all.
 std::vector<Row> GrpcRows(const std::string& transport, const std::string& target,
                           const std::string& token, pid_t server_pid, int max_threads, int calls,
                           const std::string& local_socket, const std::string& only) {
@@ -300,6 +301,27 @@ std::vector<Row> GrpcRows(const std::string& transport, const std::string& targe
     r.transport = transport;
     r.what = "gRPC Ping (bare stub)";
     rows.push_back(r);
+  }
+  if (wanted("bulk")) {
+    // Big transfers must not pay for what small calls gain: 4 MiB chunk
+    // fetches from 1 and 4 threads (the node's fetcher reads ahead in
+    // parallel), as MB/s.
+    std::string chunk(kDefaultChunkSize, 'b');
+    for (size_t i = 0; i < chunk.size(); i += 4096) chunk[i] = static_cast<char>(i >> 12);
+    if (absl::Status put = client.PutChunks(scope, {chunk}); !put.ok()) {
+      std::cerr << "PutChunks: " << put << "\n";
+      std::exit(1);
+    }
+    for (int threads : {1, 4}) {
+      Row r = Measure(threads, std::max(20, calls / 100), server_pid, [&](int) {
+        auto got = client.GetChunk(scope, ChunkId::Of(chunk), 0, 0);
+        return got.ok() && got->size() == chunk.size();
+      });
+      r.transport = transport;
+      r.what = "gRPC GetChunk 4 MiB";
+      r.mb_per_s = r.calls_per_s * chunk.size() / 1e6;
+      rows.push_back(r);
+    }
   }
   if (!wanted("serving") && !wanted("beside")) return rows;
 
@@ -472,6 +494,12 @@ int Main(int argc, char** argv) {
                 r.server_switches);
   }
   // gRPC over the ping-pong of the same transport and thread count.
+  for (const Row& r : rows) {
+    if (r.mb_per_s > 0) {
+      std::printf("%-5s %-30s %3d: %.0f MB/s\n", r.transport.c_str(), r.what.c_str(), r.threads,
+                  r.mb_per_s);
+    }
+  }
   std::printf("\np50 ratio to the socket ping-pong of the same transport and threads:\n");
   for (const Row& g : rows) {
     if (g.what.rfind("gRPC", 0) != 0) continue;
@@ -489,9 +517,9 @@ int Main(int argc, char** argv) {
         "{}{{\"transport\": \"{}\", \"what\": \"{}\", \"threads\": {}, \"p50_us\": {:.1f}, "
         "\"p99_us\": {:.1f}, \"mean_us\": {:.1f}, \"calls_per_s\": {:.0f}, "
         "\"client_cpu_us\": {:.1f}, \"server_cpu_us\": {:.1f}, \"client_switches\": {:.2f}, "
-        "\"server_switches\": {:.2f}}}",
+        "\"server_switches\": {:.2f}, \"mb_per_s\": {:.1f}}}",
         i ? ", " : "", r.transport, r.what, r.threads, r.p50_us, r.p99_us, r.mean_us, r.calls_per_s,
-        r.client_cpu_us, r.server_cpu_us, r.client_switches, r.server_switches);
+        r.client_cpu_us, r.server_cpu_us, r.client_switches, r.server_switches, r.mb_per_s);
   }
   json += "]}";
   std::printf("\n%s\n", json.c_str());
