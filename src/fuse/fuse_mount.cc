@@ -1,9 +1,9 @@
 #define FUSE_USE_VERSION 312
 #include "fuse/fuse_mount.h"
 
+#include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -11,11 +11,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
-#include <fstream>
 #include <sstream>
 #include <vector>
 
@@ -201,9 +201,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (Passthrough* pt = MountOf(req).passthrough()) {
     const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
     const bool fixed = !writable && Fs(req).ReadsFixedVersion(ino, fi->fh);
-    Passthrough::Mode mode = pt->Open(ino, fi->fh, opened->version, fixed, writable, [&] {
-      return Fs(req).LeaseImage(ino, fi->fh);
-    });
+    Passthrough::Mode mode = pt->Open(ino, fi->fh, opened->version, fixed, writable,
+                                      [&] { return Fs(req).LeaseImage(ino, fi->fh); });
     // The kernel refuses FOPEN_KEEP_CACHE with passthrough (it has no page
     // cache of its own then); direct I/O bypasses it.
     if (mode != Passthrough::Mode::kCached) fi->keep_cache = 0;
@@ -412,8 +411,20 @@ void OnLockInterrupt(fuse_req_t, void* data) {
   if (cancel) cancel();
 }
 
-void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t fh,
-               const LockRange& range, bool wait) {
+// Replies to a lock request and retires its wait.
+void AnswerLock(const std::shared_ptr<LockWait>& state, const absl::Status& status) {
+  fuse_reply_err(state->req, ToErrno(status));
+  {
+    std::lock_guard lock(state->mu);
+    state->answered = true;
+    state->cancel = nullptr;  // It holds the call, which holds its callback.
+  }
+  // Last: an unmount waits for this before it frees the session.
+  state->mount->TrackLockWait(state.get(), /*live=*/false);
+}
+
+void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t fh, const LockRange& range,
+               bool wait) {
   FuseMount& mount = MountOf(req);
   auto state = std::make_shared<LockWait>();
   state->req = req;
@@ -431,20 +442,28 @@ void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t fh,
   std::function<void()> cancel = mount.options().locks->Lock(
       mount.fs().scope(), ino, owner, range, wait, [state](absl::Status status) {
         fuse_req_interrupt_func(state->req, nullptr, nullptr);
+        if (!status.ok()) return AnswerLock(state, status);
         // Held now: a close that ran meanwhile (another thread of the
         // process) must not have made the mount forget to release it.
-        if (status.ok()) {
-          state->mount->NoteLockOwner(state->kind, state->ino, state->owner, state->fh);
-        }
-        fuse_reply_err(state->req, ToErrno(status));
-        {
-          std::lock_guard lock(state->mu);
-          state->answered = true;
-          state->cancel = nullptr;  // It holds the call, which holds this callback.
-        }
-        // Last: an unmount waits for this before it frees the session.
-        state->mount->TrackLockWait(state.get(), /*live=*/false);
+        state->mount->NoteLockOwner(state->kind, state->ino, state->owner, state->fh);
+        // What the last holder committed is read from here on: checked with
+        // the server off this callback's thread (a gRPC one, or the lock
+        // call's), before the program learns it holds the lock.
+        state->mount->RunAfterLock([state] {
+          FuseMount& mount = *state->mount;
+          absl::StatusOr<bool> changed = mount.fs().RevalidateUnderLock(state->ino);
+          if (!changed.ok()) {
+            // The lock is held; the cached content may be old. Said, not
+            // failed: the program holds the lock either way.
+            spdlog::warn("fuse: ino {}: cannot check for a newer version under the lock: {}",
+                         state->ino, changed.status().ToString());
+          } else if (*changed) {
+            mount.InvalidateInodes({state->ino});
+          }
+          AnswerLock(state, absl::OkStatus());
+        });
       });
+
   bool cancel_now = false;
   {
     std::lock_guard lock(state->mu);
@@ -462,7 +481,7 @@ void StartLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t fh,
 LockRange RangeOf(const struct flock& fl, LockKind kind) {
   LockRange r;
   r.kind = kind;
-  r.type = fl.l_type == F_WRLCK ? LockType::kWrite
+  r.type = fl.l_type == F_WRLCK   ? LockType::kWrite
            : fl.l_type == F_RDLCK ? LockType::kRead
                                   : LockType::kUnlock;
   r.start = static_cast<uint64_t>(std::max<off_t>(fl.l_start, 0));
@@ -495,9 +514,9 @@ void OpSetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
   LockRange range = RangeOf(*lock, LockKind::kPosix);
   if (range.type == LockType::kUnlock) {
     FuseMount& mount = MountOf(req);
-    fuse_reply_err(req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino,
-                                                              fi->lock_owner, LockKind::kPosix,
-                                                              range.start, range.end)));
+    fuse_reply_err(
+        req, ToErrno(mount.options().locks->Unlock(mount.fs().scope(), ino, fi->lock_owner,
+                                                   LockKind::kPosix, range.start, range.end)));
     return;
   }
   StartLock(req, ino, fi->lock_owner, fi->fh, range, sleep != 0);
@@ -522,18 +541,46 @@ void OpFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
 
 // The ops whose latency is recorded; kOpNames gives their `op` label.
 enum Op : size_t {
-  kLookup, kForget, kForgetMulti, kGetAttr, kSetAttr, kReadLink, kMkdir, kUnlink, kRmdir,
-  kSymlink, kRename, kLink, kOpen, kCreate, kRead, kWrite, kFlush, kRelease, kFsync, kOpenDir,
-  kReadDir, kReadDirPlus, kReleaseDir, kFsyncDir, kStatFs, kSetXattr, kGetXattr, kListXattr,
-  kRemoveXattr, kGetLk, kSetLk, kFlock, kNumOps
+  kLookup,
+  kForget,
+  kForgetMulti,
+  kGetAttr,
+  kSetAttr,
+  kReadLink,
+  kMkdir,
+  kUnlink,
+  kRmdir,
+  kSymlink,
+  kRename,
+  kLink,
+  kOpen,
+  kCreate,
+  kRead,
+  kWrite,
+  kFlush,
+  kRelease,
+  kFsync,
+  kOpenDir,
+  kReadDir,
+  kReadDirPlus,
+  kReleaseDir,
+  kFsyncDir,
+  kStatFs,
+  kSetXattr,
+  kGetXattr,
+  kListXattr,
+  kRemoveXattr,
+  kGetLk,
+  kSetLk,
+  kFlock,
+  kNumOps
 };
 constexpr const char* kOpNames[] = {
-    "lookup",  "forget",   "forget_multi", "getattr",     "setattr",    "readlink",
-    "mkdir",   "unlink",   "rmdir",        "symlink",     "rename",     "link",
-    "open",    "create",   "read",         "write",       "flush",      "release",
-    "fsync",   "opendir",  "readdir",      "readdirplus", "releasedir", "fsyncdir",
-    "statfs",  "setxattr", "getxattr",     "listxattr",   "removexattr", "getlk",
-    "setlk",   "flock"};
+    "lookup",      "forget",     "forget_multi", "getattr", "setattr",  "readlink", "mkdir",
+    "unlink",      "rmdir",      "symlink",      "rename",  "link",     "open",     "create",
+    "read",        "write",      "flush",        "release", "fsync",    "opendir",  "readdir",
+    "readdirplus", "releasedir", "fsyncdir",     "statfs",  "setxattr", "getxattr", "listxattr",
+    "removexattr", "getlk",      "setlk",        "flock"};
 static_assert(std::size(kOpNames) == kNumOps, "one name per op");
 
 // Timed<kOp, Fn>::Call is Fn with its time recorded as op kOp. The histogram
@@ -627,8 +674,8 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
     fuse_session_destroy(m->session_);
     m->session_ = nullptr;
-    return absl::InternalError(fmt::format("cannot mount {} (is /dev/fuse there, are we root?)",
-                                           m->options_.mountpoint));
+    return absl::InternalError(
+        fmt::format("cannot mount {} (is /dev/fuse there, are we root?)", m->options_.mountpoint));
   }
   m->mounted_ = true;
   {
@@ -656,8 +703,7 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   // the daemon serves sends 1 MiB reads instead of 128 KiB ones.
   const std::string read_ahead = fmt::format("/sys/class/bdi/0:{}/read_ahead_kb", m->connection_);
   if (!(std::ofstream(read_ahead) << (kMaxIo >> 10) << "\n")) {
-    spdlog::warn("fuse: cannot raise the readahead of {} ({})", m->options_.mountpoint,
-                 read_ahead);
+    spdlog::warn("fuse: cannot raise the readahead of {} ({})", m->options_.mountpoint, read_ahead);
   }
   m->loop_ = std::thread([raw = m.get()] {
     fuse_loop_config* config = fuse_loop_cfg_create();

@@ -22,12 +22,13 @@
 #include <memory>
 #include <mutex>
 #include <set>
-#include <tuple>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/thread_pool.h"
 #include "fuse/passthrough.h"
 #include "node/filesystem.h"
 #include "node/kernel_cache.h"
@@ -82,7 +83,9 @@ class FuseMount final : public node::KernelCache {
   void InvalidateAttrs(const std::vector<InodeId>& inodes) override;
   // For the session's callbacks (the session's userdata is the FuseMount).
   node::Filesystem& fs() const { return *fs_; }
-  struct fuse_session* session() const { return session_; }
+  struct fuse_session* session() const {
+    return session_;
+  }
   const FuseMountOptions& options() const { return options_; }
   // Remembers that `owner` asked for a lock of `kind` on `ino` through
   // handle `fh`, so that its close releases it (ReleaseOwnerLocks) without a
@@ -93,6 +96,9 @@ class FuseMount final : public node::KernelCache {
   // Lock requests not yet answered: Unmount cancels them and waits for their
   // answers before it frees the session their replies use.
   void TrackLockWait(LockWait* wait, bool live);
+  // Runs `task` on the mount's lock thread: what follows a granted lock
+  // (asking the server for the file's newest version, then the reply).
+  void RunAfterLock(std::function<void()> task) { after_lock_.Submit(std::move(task)); }
   // The passthrough state (nullptr when not wanted).
   Passthrough* passthrough() const { return passthrough_.get(); }
   PassthroughStats passthrough_stats() const {
@@ -127,6 +133,9 @@ class FuseMount final : public node::KernelCache {
   std::map<std::tuple<LockKind, uint64_t, uint64_t>, uint64_t> lock_owners_;
   std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
   std::unique_ptr<Passthrough> passthrough_;
+  // Last: its thread may still answer a lock (TrackLockWait) until
+  // EndLockWaits has seen every wait end, and goes before the rest.
+  ThreadPool after_lock_{1};
 };
 
 }  // namespace traincache::fuse

@@ -336,7 +336,8 @@ struct Filesystem::Inode {
   absl::Mutex mu;                                      // Acquire before Filesystem::mu_.
   std::unique_ptr<WriteState> ws ABSL_GUARDED_BY(mu);  // While open for write or dirty.
   uint32_t writers ABSL_GUARDED_BY(mu) = 0;
-  // The newest content this node committed: handles opened before it read it.
+  // The newest content this node committed, or learned under a lock
+  // (RevalidateUnderLock): handles opened before it read it.
   std::shared_ptr<const ChunkMap> committed ABSL_GUARDED_BY(mu);
   // keep_cache: the version the kernel may hold pages of, and whether this
   // node changed the file since that open.
@@ -353,7 +354,7 @@ struct Filesystem::Handle {
 
 struct Filesystem::DirHandle {
   InodeId ino = 0;
-  uint64_t ticket = 0;  // Taken before the listing was read.
+  uint64_t ticket = 0;            // Taken before the listing was read.
   std::vector<DirEntry> entries;  // "." and ".." first.
 };
 
@@ -1183,8 +1184,8 @@ absl::Status Filesystem::EnsureStagingFile(Inode& inode, WriteState& ws) {
   // O_TRUNC: with no journal, nothing of an old staging file is staged.
   int fd = open(ws.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus(errno, fmt::format("staging file {}", ws.path));
-  int jfd = open(ws.journal_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
-                 0600);
+  int jfd =
+      open(ws.journal_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (jfd < 0) {
     const int err = errno;
     close(fd);
@@ -1329,8 +1330,8 @@ absl::StatusOr<std::unique_ptr<ImageLease>> Filesystem::LeaseImage(InodeId ino, 
   std::shared_ptr<Handle> h = FindHandle(fh);
   if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
   if (!ReadsFixedVersion(ino, fh)) {
-    return absl::NotFoundError(fmt::format("handle {} of ino {} reads through the daemon", fh,
-                                           ino));
+    return absl::NotFoundError(
+        fmt::format("handle {} of ino {} reads through the daemon", fh, ino));
   }
   // A handle's map never changes: read outside the inode lock.
   return tier_->LeaseImage(ContentKey{scope_, ino, h->map->version}, *h->map);
@@ -1344,6 +1345,28 @@ bool Filesystem::ReadsFixedVersion(InodeId ino, uint64_t fh) {
   // reads of this node follow the daemon's view, not a fixed image.
   return h->inode->ws == nullptr &&
          !(h->inode->committed && h->inode->committed->version > h->map->version);
+}
+
+absl::StatusOr<bool> Filesystem::RevalidateUnderLock(InodeId ino) {
+  RETURN_IF_ERROR(CheckLive());
+  std::shared_ptr<Inode> inode = FindInode(ino);
+  if (!inode) return false;  // Nothing of it cached here.
+  ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
+  absl::MutexLock lock(&inode->mu);
+  uint64_t known = inode->kernel_version.value_or(0);
+  if (inode->committed) known = std::max(known, inode->committed->version);
+  if (inode->ws) known = std::max(known, inode->ws->base.version);
+  if (map.version <= known) return false;
+  if (inode->ws) {
+    if (inode->ws->dirty) return false;
+    inode->ws->Reset(map, options_.chunk_size);
+  }
+  inode->kernel_version = map.version;
+  // Handles opened before read the newest content (Read).
+  inode->committed = std::make_shared<const ChunkMap>(std::move(map));
+  absl::MutexLock table(&mu_);
+  DropAttrLocked(*inode);
+  return true;
 }
 
 void Filesystem::DistrustImage(InodeId ino, uint64_t version) {
@@ -1509,8 +1532,8 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
     if (!r.ok() && p.ticket->background()) {
       // The background upload failed (or was cut short): redo the chunk now;
       // if that fails too, its error is the commit's.
-      spdlog::info("[{}] ino {}: chunk {} is sent again: {}", scope_.ToString(), inode.ino,
-                   p.index, r.status().ToString());
+      spdlog::info("[{}] ino {}: chunk {} is sent again: {}", scope_.ToString(), inode.ino, p.index,
+                   r.status().ToString());
       const uint64_t start = p.index * cs;
       std::string bytes(static_cast<size_t>(std::min<uint64_t>(cs, size - start)), '\0');
       RETURN_IF_ERROR(ReadStaged(inode, ws, start, bytes.size(), bytes.data()));
@@ -1702,7 +1725,8 @@ std::vector<InodeId> Filesystem::MarkScopeDeleted() {
   // commit at the next mount. (Open staging files stay writable, unlinked.)
   std::error_code ec;
   std::filesystem::remove_all(StagingDir(), ec);
-  if (ec) spdlog::warn("scope {}: cannot remove its staging folder: {}", scope_.ToString(), ec.message());
+  if (ec)
+    spdlog::warn("scope {}: cannot remove its staging folder: {}", scope_.ToString(), ec.message());
   spdlog::warn("scope {}: deleted on the server; the mount now answers ENOENT", scope_.ToString());
   return known;
 }
@@ -1753,8 +1777,8 @@ void Filesystem::Release(InodeId ino, uint64_t fh) {
           // that may not have applied the commit) is no reason to lose the
           // data: the staging file and its journal stay and the next Init
           // commits them. A refusal (conflict, quota, bad input) drops them.
-          bool transient = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-                           absl::IsUnknown(s);
+          bool transient =
+              absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsUnknown(s);
           if (transient && !inode.ws->conflicted) {
             spdlog::error(
                 "[{}] ino {}: commit at last close failed, staged changes kept in {} for the "

@@ -179,7 +179,7 @@ struct DirListEntry {
 // notifications, see node/kernel_cache.h).
 struct KernelInvalidation {
   std::vector<std::pair<InodeId, std::string>> entries;  // (directory, name)
-  std::vector<InodeId> inodes;                            // Attributes only.
+  std::vector<InodeId> inodes;                           // Attributes only.
   bool empty() const { return entries.empty() && inodes.empty(); }
 };
 
@@ -187,7 +187,7 @@ struct FilesystemStats {
   uint64_t commits = 0;           // CommitContent calls that succeeded.
   uint64_t commit_conflicts = 0;  // Commits failed with EIO after ESTALE.
   uint64_t commit_rebases = 0;    // ESTALE answered by re-committing.
-  uint64_t uploaded_chunks = 0;  // Chunks sent to the server (with commits or not).
+  uint64_t uploaded_chunks = 0;   // Chunks sent to the server (with commits or not).
   uint64_t uploaded_bytes = 0;
   // Of those, sent in the background while the file was being written.
   uint64_t background_uploaded_chunks = 0;
@@ -282,6 +282,14 @@ class Filesystem {
   // write staged on this node, no newer version committed here): what
   // passthrough needs of every handle that reads an image.
   bool ReadsFixedVersion(InodeId ino, uint64_t fh);
+  // After this node was granted a lock on `ino`: what another node committed
+  // before it released that lock becomes what this node's handles read, as
+  // NFS revalidates a file when a lock is taken (close-to-open alone misses
+  // the common open, lock, read, write, close). One call to the server.
+  // Returns true if the content changed, so the kernel's pages and
+  // attributes of the inode must go; staged writes here are left alone (the
+  // commit decides).
+  absl::StatusOr<bool> RevalidateUnderLock(InodeId ino);
   // The image of version `version` of `ino` may have been written through
   // the kernel (a writer's shared mmap of a passthrough backing file): the
   // tier checks its chunks again before it serves them.
@@ -469,7 +477,8 @@ class Filesystem {
   };
   struct NameKeyHash {
     size_t operator()(const NameKey& k) const {
-      return std::hash<std::string>()(k.name) ^ (std::hash<InodeId>()(k.parent) * 0x9e3779b97f4a7c15ull);
+      return std::hash<std::string>()(k.name) ^
+             (std::hash<InodeId>()(k.parent) * 0x9e3779b97f4a7c15ull);
     }
   };
   std::unordered_map<NameKey, InodeId, NameKeyHash> names_ ABSL_GUARDED_BY(mu_);

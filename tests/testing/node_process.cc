@@ -103,6 +103,11 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
     argv.push_back(s.ToString());
   }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  // Built before fork: the child of a test with threads of its own may only
+  // make async-signal-safe calls (a malloc can hang on another thread's lock).
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
   pid_ = fork();
   if (pid_ == 0) {
     int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -110,9 +115,6 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
       dup2(fd, 1);
       dup2(fd, 2);
     }
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
     execv(args[0], args.data());
     _exit(127);
   }

@@ -22,6 +22,11 @@ namespace {
 // its own file, which is truncated; so is `log` then).
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
             const std::string& err = "") {
+  // Built before fork: the child of a test with threads of its own may only
+  // make async-signal-safe calls (a malloc can hang on another thread's lock).
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   pid_t pid = fork();
   if (pid != 0) return pid;
   int flags = O_WRONLY | O_CREAT | (err.empty() ? O_APPEND : O_TRUNC);
@@ -34,9 +39,6 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
     int efd = open(err.c_str(), flags, 0644);
     if (efd >= 0) dup2(efd, 2);
   }
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   execv(args[0], args.data());
   _exit(127);
 }
