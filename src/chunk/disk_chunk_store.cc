@@ -397,7 +397,8 @@ class DiskChunkStore final : public ChunkStore {
 
     absl::StatusOr<struct stat> existing = StatPath(path);
     if (existing.ok() && S_ISREG(existing->st_mode) &&
-        static_cast<uint64_t>(existing->st_size) == data.size()) {
+        static_cast<uint64_t>(existing->st_size) == data.size() &&
+        !StoredBytesDiffer(scope, hex, path, data)) {
       // Already stored. Refresh the mtime so the sweep's grace period counts
       // from this upload, whose commit may follow. Sync the directory: the
       // file may have been renamed in by a concurrent Put that has not synced
@@ -595,6 +596,28 @@ class DiskChunkStore final : public ChunkStore {
       return DataLoss(scope, hex, path, "content does not match its id");
     }
     return buf;
+  }
+
+  // Whether the file of chunk `hex` holds other bytes than `data` (verified
+  // against the id by Put): a Put of a chunk that is already stored must not
+  // trust a file that rotted on disk, or a re-upload could never heal it.
+  // Comparing costs a read of the file (rare: nodes ask HasChunks first and
+  // upload only what is missing) and no hash. A file that differs is
+  // quarantined and Put writes the chunk anew; a file that cannot be read is
+  // treated the same way (Put then fails or succeeds on its own writes).
+  bool StoredBytesDiffer(const Scope& scope, std::string_view hex, const std::string& path,
+                         std::string_view data) {
+    absl::StatusOr<UniqueFd> fd = OpenForRead(path);
+    if (!fd.ok()) return !absl::IsNotFound(fd.status());  // Deleted meanwhile: Put stores it.
+    std::string buf(data.size(), '\0');
+    absl::StatusOr<size_t> got = ReadFull(fd->get(), path, buf.data(), buf.size());
+    if (got.ok() && *got == data.size() && buf == data) return false;
+    spdlog::error(
+        "chunk store: chunk {} of {}: {} does not hold the chunk's bytes ({}); "
+        "storing the uploaded copy",
+        hex, scope.ToString(), path, got.ok() ? "content differs" : got.status().ToString());
+    Quarantine(scope, hex, path);
+    return true;
   }
 
   static bool IsShardName(const DirEntryName& entry) {

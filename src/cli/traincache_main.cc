@@ -11,6 +11,9 @@
 //   traincache ... delete-project <project> --yes
 //   traincache ... summarize <id> [--team] [--sort filepath|size|modified|type|permissions]
 //                  [--order asc|desc] [-o cli-table|csv|json]   files of project (team) <id>
+// Offline (the server stopped):
+//   traincache fsck --data-dir D     verify every chunk of a server's data dir;
+//                                    exit 1 if one is corrupt or missing
 // Node commands (talk to the local traincache-node's admin socket):
 //   traincache attach --project P [--team T] --gpu H100 --job J
 //                     [--require-cache-affinity=false] [-o env|json]
@@ -31,6 +34,7 @@
 #include <iostream>
 #include <random>
 
+#include "cli/fsck_command.h"
 #include "cli/job_commands.h"
 #include "cli/summarize_command.h"
 #include "rpc/client.h"
@@ -243,6 +247,11 @@ int main(int argc, char** argv) {
       app.add_subcommand("delete-project", "permanently delete a project's cache everywhere");
   delete_project->add_option("project", project)->required();
   delete_project->add_flag("--yes", yes, "confirm");
+  std::string fsck_data_dir;
+  auto* fsck = app.add_subcommand(
+      "fsck",
+      "verify a stopped server's data dir: every chunk hashed, every referenced one present");
+  fsck->add_option("--data-dir", fsck_data_dir, "the server's data_dir")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -257,6 +266,11 @@ int main(int argc, char** argv) {
               << status.message() << "\n";
     return 1;
   };
+  if (*fsck) {
+    absl::StatusOr<cli::FsckReport> checked = cli::RunFsck(fsck_data_dir, std::cout);
+    if (!checked.ok()) return report(checked.status());
+    return checked->ok() ? 0 : 1;
+  }
   if (*attach) {
     attach_req.set_require_cache_affinity(require_affinity);
     return report(cli::AttachJob(node_socket, attach_req, attach_format));

@@ -16,10 +16,12 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include "absl/synchronization/mutex.h"
 #include "meta/kv_backend.h"
 #include "meta/kv_metadata_store.h"
 #include "meta/wal_syncer.h"
@@ -37,6 +39,8 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view op, const std:
   if (s.ok()) return absl::OkStatus();
   std::string message = fmt::format("rocksdb {} in {}: {}", op, path, s.ToString());
   if (s.IsCorruption()) return absl::DataLossError(message);
+  // A full disk is ENOSPC at the mount, as for chunk files, not EIO.
+  if (s.IsNoSpace()) return PosixError(ENOSPC, message);
   return absl::InternalError(message);
 }
 
@@ -116,7 +120,10 @@ class RocksKvBackend : public KvBackend {
       : path_(std::move(path)),
         db_(std::move(db)),
         syncer_([this] { return db_->GetLatestSequenceNumber(); },
-                [this] { return FromRocks(db_->SyncWAL(), "WAL sync", path_); }),
+                [this] {
+                  RETURN_IF_ERROR(WriteError());
+                  return FromRocks(db_->SyncWAL(), "WAL sync", path_);
+                }),
         latest_(db_.get(), path_, /*snapshot=*/false) {}
 
   std::unique_ptr<KvView> NewSnapshot() override {
@@ -146,13 +153,38 @@ class RocksKvBackend : public KvBackend {
     // Not synced here: the caller holds its scope mutex and syncs after
     // releasing it (WaitDurable), together with other writers.
     options.sync = false;
-    RETURN_IF_ERROR(FromRocks(db_->Write(options, &wb), "write", path_));
+    RETURN_IF_ERROR(WriteError());
+    rocksdb::Status written = db_->Write(options, &wb);
+    if (!written.ok()) {
+      absl::Status status = FromRocks(written, "write", path_);
+      if (written.IsIOError()) {
+        absl::MutexLock lock(&error_mu_);
+        if (write_error_.ok()) {
+          spdlog::error(
+              "metadata store: {}; every write and sync fails from now on: free space and "
+              "restart the server (nothing acknowledged is lost)",
+              status.ToString());
+          write_error_ = status;
+        }
+      }
+      return status;
+    }
     // At least this write's sequence number: it is visible now.
     return db_->GetLatestSequenceNumber();
   }
 
   absl::Status WaitDurable(uint64_t token) override { return syncer_.WaitSynced(token); }
   uint64_t LastToken() override { return db_->GetLatestSequenceNumber(); }
+
+  // The error of the write that failed on I/O (a full disk), or OK. RocksDB
+  // then refuses writes (a background error), and in this state (a WAL
+  // append failed) neither its own recovery nor DB::Resume brought it back
+  // in tests: the server needs a restart once space is freed, and this
+  // says so rather than calling into the broken WAL writer.
+  absl::Status WriteError() {
+    absl::MutexLock lock(&error_mu_);
+    return write_error_;
+  }
 
   void CompactRange(const std::string& begin, const std::string& end) override {
     rocksdb::CompactRangeOptions options;
@@ -169,6 +201,14 @@ class RocksKvBackend : public KvBackend {
  private:
   const std::string path_;
   const std::unique_ptr<rocksdb::DB> db_;
+  // RocksDB 7.8 (Debian's, assertions on) aborts the process if SyncWAL
+  // runs on a WAL writer that failed an append (a full disk): once a write
+  // has failed on I/O, writes and the group sync answer that error instead
+  // of calling into RocksDB. A SyncWAL that starts between the failed append
+  // and the moment Write records it can still hit the assertion; the window
+  // is the return path of one DB::Write.
+  absl::Mutex error_mu_;
+  absl::Status write_error_ ABSL_GUARDED_BY(error_mu_);
   WalSyncer syncer_;
   RocksView latest_;
 };

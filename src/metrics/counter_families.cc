@@ -84,6 +84,9 @@ CounterNaming ServerCounterNaming() {
           {"chunk.get.count", "Chunk reads served through GetChunk"},
           {"chunk.get.bytes", "Bytes served through GetChunk"},
           {"chunk.get.store_micros", "Microseconds GetChunk spent reading and verifying chunks"},
+          {"chunk.corrupt",
+           "Chunks found corrupt on a verified read (never served; set aside in "
+           "<data_dir>/chunks/quarantine)"},
           {"bad_scope", "Requests naming a malformed scope"},
           {"gc.chunks_deleted", "Unreferenced chunks deleted by garbage collection"},
           {"feed.watches", "Change feed streams (WatchScope) started"},

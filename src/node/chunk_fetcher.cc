@@ -258,6 +258,17 @@ class ChunkFetcher::Impl {
     // sets aside) a corrupt copy on its disk, or the damage was on the way.
     absl::StatusOr<std::string> got = client_->GetChunkUnverified(key.scope, *ref.id);
     for (int attempt = 0;; ++attempt) {
+      if (absl::IsNotFound(got.status())) {
+        // The content names the chunk, so the server should hold it: it lost
+        // it or set it aside as corrupt (maybe on an earlier fetch, a
+        // readahead's). The bytes are lost to this reader: EIO, not ENOENT.
+        return Fetched{
+            absl::DataLossError(fmt::format(
+                "chunk {} ({}) of {} ({}): the server does not have it (lost, or set "
+                "aside as corrupt): {}",
+                index, ref.id->ToHex(), name, key.scope.ToString(), got.status().message())),
+            nullptr};
+      }
       if (!got.ok()) return Fetched{got.status(), nullptr};
       fetched_bytes_ += got->size();
       if (ChunkId::Of(*got) == *ref.id) break;

@@ -168,6 +168,11 @@ struct Filesystem::WriteState {
   // A commit lost a conflict: `base` is superseded by content this state
   // depends on, so no later commit can succeed either.
   bool conflicted = false;
+  // A staged write failed for want of space (ENOSPC or EDQUOT, kept here):
+  // what is staged is not what the writer meant, so no commit may publish
+  // it (a half-written file). Every commit answers this errno until the last
+  // writer closes and the changes are dropped; a truncate to 0 starts over.
+  int lost_write = 0;
   Timespec mtime;  // Of the last staged change.
   int fd = -1;     // The staging file, opened at the first staged change.
   std::string path;
@@ -193,7 +198,7 @@ struct Filesystem::WriteState {
   // write state removes its files first (DropWriteState, Reset).
   ~WriteState() {
     DropUploads(0, UINT64_MAX);
-    CloseFiles(/*remove=*/!dirty || conflicted);
+    CloseFiles(/*remove=*/!dirty || conflicted || lost_write != 0);
   }
 
   // Forgets (and cancels, if not started) the background uploads of chunks
@@ -219,6 +224,7 @@ struct Filesystem::WriteState {
     written.Clear();
     dirty = false;
     conflicted = false;
+    lost_write = 0;
     RemoveFile();
   }
   void RemoveFile() { CloseFiles(/*remove=*/true); }
@@ -1252,9 +1258,10 @@ absl::Status Filesystem::StageTruncate(Inode& inode, WriteState& ws, uint64_t si
   // nothing was written there.
   ws.written.ClipAt(size);
   if (size == 0) {
-    // A lost conflict no longer matters (the next commit re-commits on
-    // whatever is there).
+    // A lost conflict or a lost write no longer matters (the next commit
+    // re-commits on whatever is there, and nothing staged is left).
     ws.conflicted = false;
+    ws.lost_write = 0;
   }
   ws.dirty = true;
   inode.changed_since_open = true;
@@ -1405,7 +1412,11 @@ absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offs
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) {
       // Whatever part landed is not recorded: the staged view is unchanged.
-      return ErrnoStatus(errno, fmt::format("write to staging file {}", ws.path));
+      // Out of space, the writer's file would be left half-written: refuse
+      // to commit it (WriteState::lost_write).
+      const int err = errno;
+      if (err == ENOSPC || err == EDQUOT) ws.lost_write = err;
+      return ErrnoStatus(err, fmt::format("write to staging file {}", ws.path));
     }
     done += static_cast<size_t>(w);
   }
@@ -1415,6 +1426,7 @@ absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offs
   ws.mtime = Now();
   if (absl::Status s = ws.JournalChange(offset, end); !s.ok()) {
     ws.SetScalars(old);
+    if (std::optional<int> err = ErrnoOf(s); err == ENOSPC || err == EDQUOT) ws.lost_write = *err;
     return s;
   }
   ws.written.Add(offset, end);
@@ -1443,6 +1455,13 @@ void Filesystem::ScheduleUploads(WriteState& ws, uint64_t offset, uint64_t end) 
 
 absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
   if (!ws.dirty) return absl::OkStatus();
+  if (ws.lost_write != 0) {
+    return PosixError(
+        ws.lost_write,
+        fmt::format("[{}] ino {}: a write to staging file {} failed ({}); the file "
+                    "keeps its last committed content",
+                    scope_.ToString(), inode.ino, ws.path, std::strerror(ws.lost_write)));
+  }
   if (ws.conflicted) {
     return PosixError(EIO, fmt::format("ino {}: file changed on another node since open "
                                        "(base version {})",

@@ -173,7 +173,14 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
       // would cost as much CPU again as the client's check.
       ASSIGN_OR_RETURN(data_, ctx_->chunks().GetUnverified(scope, id));
     } else {
-      ASSIGN_OR_RETURN(data_, ctx_->chunks().Get(scope, id, req.offset(), req.length()));
+      absl::StatusOr<std::string> got = ctx_->chunks().Get(scope, id, req.offset(), req.length());
+      if (got.status().code() == absl::StatusCode::kDataLoss) {
+        // The store logged it (scope, chunk, path) and set the file aside, so
+        // the next upload of these bytes stores them again.
+        ctx_->counters().Add("chunk.corrupt");
+      }
+      if (!got.ok()) return got.status();
+      data_ = std::move(*got);
     }
     ctx_->counters().Add("chunk.get.store_micros",
                          std::chrono::duration_cast<std::chrono::microseconds>(

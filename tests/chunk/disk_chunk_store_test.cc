@@ -192,6 +192,33 @@ TEST_F(DiskChunkStoreTest, TruncatedChunkIsDataLossAndPutRewritesIt) {
   EXPECT_TRUE(*got == data);
 }
 
+TEST_F(DiskChunkStoreTest, PutOverAnUndetectedCorruptFileOfTheRightSizeHealsIt) {
+  // Nobody read the chunk since it rotted: Put of the same id must not take
+  // the file of the right size for the chunk (dedup), or a re-upload could
+  // never repair it.
+  const std::string data = RandomBytes(300000, 5);
+  ChunkId id = PutOk(project_, data);
+  const std::string path = ChunkPath(project_, id);
+  std::string bad = data;
+  bad[123456] ^= 0x40;
+  WriteFile(path, bad);
+  ASSERT_EQ(ReadFile(path).size(), data.size());
+  EXPECT_OK(store_->Put(project_, id, data));
+  EXPECT_TRUE(ReadFile(path) == data);
+  absl::StatusOr<std::string> got = store_->Get(project_, id);
+  ASSERT_OK(got);
+  EXPECT_TRUE(*got == data);
+  // The rotten copy is kept aside for an operator.
+  EXPECT_TRUE(ReadFile(fmt::format("{}/quarantine/project-p1-{}", root_, id.ToHex())) == bad);
+  // A Put of an intact chunk leaves its file alone (same inode: not rewritten).
+  struct stat before {
+  }, after{};
+  ASSERT_EQ(stat(path.c_str(), &before), 0);
+  EXPECT_OK(store_->Put(project_, id, data));
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+}
+
 TEST_F(DiskChunkStoreTest, LeftoverTempFilesRemovedAtOpen) {
   ChunkId id = PutOk(project_, "survivor");
   store_.reset();
