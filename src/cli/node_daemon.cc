@@ -1,12 +1,11 @@
 #include "cli/node_daemon.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
-
-#include <fmt/ranges.h>
 
 #include "rpc/status_convert.h"
 #include "traincache/status.h"
@@ -17,28 +16,27 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
   std::unique_ptr<NodeDaemon> d(new NodeDaemon(std::move(options)));
   if (!d->options_.client.metrics) d->options_.client.metrics = d->options_.metrics;
   d->client_ = std::make_unique<rpc::GrpcClusterClient>(d->options_.client);
-  d->server_ = std::make_unique<rpc::ServerClient>(
-      rpc::ClientOptions{.target = d->options_.client.target,
-                         .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10)});
+  d->server_ =
+      std::make_unique<rpc::ServerClient>(rpc::ClientOptions{.target = d->options_.client.target,
+                                                             .token = d->options_.client.token,
+                                                             .deadline = std::chrono::seconds(10)});
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   d->locks_ = std::make_unique<rpc::GrpcLockClient>(
       rpc::ClientOptions{.target = d->options_.client.target,
                          .token = d->options_.client.token,
                          .deadline = std::chrono::seconds(10)},
-      fmt::format("{}:{}", host, getpid()));
+      fmt::format("{}:{}", host, getpid()), d->options_.client.outage_timeout);
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
-  d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
-                                                     d->options_.fetcher);
+  d->fetcher_ =
+      std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(), d->options_.fetcher);
   if (!d->options_.admin_socket.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(
         std::filesystem::path(d->options_.admin_socket).parent_path(), ec);
     std::filesystem::remove(d->options_.admin_socket, ec);  // a stale socket of a dead daemon
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + d->options_.admin_socket,
-                             grpc::InsecureServerCredentials());
+    builder.AddListeningPort("unix:" + d->options_.admin_socket, grpc::InsecureServerCredentials());
     builder.RegisterService(d.get());
     d->admin_ = builder.BuildAndStart();
     if (!d->admin_) {
@@ -54,7 +52,7 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
 NodeDaemon::~NodeDaemon() { Shutdown(); }
 
 absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(const Scope& scope,
-                                                                            bool create) {
+                                                                             bool create) {
   if (shut_down_) return absl::UnavailableError("the node daemon is shutting down");
   auto it = mounts_.find(scope.ToString());
   if (it != mounts_.end()) {
@@ -76,13 +74,14 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
                               .upload_budget_bytes = options_.upload_budget_bytes});
   RETURN_IF_ERROR(m->fs->Init().status());
   ASSIGN_OR_RETURN(m->mount,
-                   fuse::FuseMount::Mount(m->fs.get(), fuse::FuseMountOptions{
-                                                           .mountpoint = m->mountpoint,
+                   fuse::FuseMount::Mount(
+                       m->fs.get(), fuse::FuseMountOptions{.mountpoint = m->mountpoint,
                                                            .locks = locks_.get(),
                                                            .metrics = options_.metrics,
                                                            .passthrough = options_.passthrough}));
   if (options_.metadata_ttl.count() > 0) {
-    m->watcher = std::make_unique<node::MetadataWatcher>(m->fs.get(), client_.get(), m->mount.get());
+    m->watcher =
+        std::make_unique<node::MetadataWatcher>(m->fs.get(), client_.get(), m->mount.get());
   }
   known_scopes_.insert_or_assign(scope.ToString(), std::make_pair(scope, m->fs->generation()));
   mounts_.emplace(scope.ToString(), m);
@@ -228,8 +227,7 @@ absl::StatusOr<std::vector<std::string>> NodeDaemon::Detach(const std::string& j
     if (!committed.ok()) {
       return absl::Status(committed.code(),
                           fmt::format("job {} stays attached: committing its writes to {}: {}",
-                                      job_id, scope.ToString(),
-                                      std::string(committed.message())));
+                                      job_id, scope.ToString(), std::string(committed.message())));
     }
   }
   std::error_code ec;
@@ -480,4 +478,3 @@ grpc::ServerUnaryReactor* NodeDaemon::Detach(grpc::CallbackServerContext* ctx,
 }
 
 }  // namespace traincache::cli
-

@@ -38,9 +38,9 @@ absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
     ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
     close(fd);
     if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(fmt::format(
-          "data dir {} is locked by another traincache-server (pid {})", data_dir,
-          n > 0 ? std::string(holder, strcspn(holder, "\n")) : "unknown"));
+      return absl::FailedPreconditionError(
+          fmt::format("data dir {} is locked by another traincache-server (pid {})", data_dir,
+                      n > 0 ? std::string(holder, strcspn(holder, "\n")) : "unknown"));
     }
     return absl::InternalError(fmt::format("cannot lock {}: {}", path, strerror(err)));
   }
@@ -63,9 +63,9 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   s->config_ = config;
   ASSIGN_OR_RETURN(s->lock_fd_, LockDataDir(config.data_dir));
   ASSIGN_OR_RETURN(s->meta_, OpenRocksMetadataStore(config.data_dir + "/meta",
-                                                     config.metadata_sync == "every-change"
-                                                         ? MetadataSync::kEveryChange
-                                                         : MetadataSync::kContentCommits));
+                                                    config.metadata_sync == "every-change"
+                                                        ? MetadataSync::kEveryChange
+                                                        : MetadataSync::kContentCommits));
   ASSIGN_OR_RETURN(s->chunks_, OpenDiskChunkStore(config.data_dir + "/chunks"));
   if (config.registry.empty()) {
     // The pins live in a RocksDB of their own, apart from the scopes.
@@ -78,9 +78,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   if (!config.metrics_listen.empty()) {
     auto endpoint = metrics::MetricsEndpoint::Start(config.metrics_listen);
     if (!endpoint.ok()) {
-      return absl::Status(endpoint.status().code(),
-                          fmt::format("config key 'metrics_listen': {}",
-                                      endpoint.status().message()));
+      return absl::Status(endpoint.status().code(), fmt::format("config key 'metrics_listen': {}",
+                                                                endpoint.status().message()));
     }
     s->metrics_ = *std::move(endpoint);
   }
@@ -97,14 +96,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   s->namespace_service_ = std::make_unique<NamespaceService>(s->context_.get());
   s->chunk_service_ = std::make_unique<ChunkService>(s->context_.get());
   s->admin_service_ = std::make_unique<AdminService>(s->context_.get(), MakeServerId());
-  s->cluster_service_ = std::make_unique<ClusterService>(
-      s->context_.get(),
-      ClusterTopology{.cluster = config.cluster,
-                      .gpu_types = config.gpu_types,
-                      .others = config.other_clusters},
-      config.registry);
-  s->lock_service_ = std::make_unique<LockService>(
-      s->context_.get(), std::chrono::seconds(config.lock_lease_seconds));
+  s->cluster_service_ =
+      std::make_unique<ClusterService>(s->context_.get(),
+                                       ClusterTopology{.cluster = config.cluster,
+                                                       .gpu_types = config.gpu_types,
+                                                       .others = config.other_clusters},
+                                       config.registry);
+  s->lock_service_ = std::make_unique<LockService>(s->context_.get(),
+                                                   std::chrono::seconds(config.lock_lease_seconds),
+                                                   config.data_dir + "/locks-in-use");
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -126,9 +126,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   }
   s->grpc_server_ = builder.BuildAndStart();
   if (!s->grpc_server_ || (config.listen.rfind("unix:", 0) != 0 && port == 0)) {
-    return absl::UnavailableError(
-        fmt::format("config key 'listen': cannot listen on {} (in use or bad address)",
-                    config.listen));
+    return absl::UnavailableError(fmt::format(
+        "config key 'listen': cannot listen on {} (in use or bad address)", config.listen));
   }
   s->address_ = config.listen;
   if (config.listen.rfind("unix:", 0) != 0) {
@@ -197,9 +196,9 @@ std::vector<prometheus::MetricFamily> CacheServer::CollectMetrics() {
     quota.emplace_back(scope.ToString(), static_cast<double>(usage->quota_bytes));
     inodes.emplace_back(scope.ToString(), static_cast<double>(usage->inodes));
   }
-  out.push_back(metrics::LabelledGauge("traincache_server_scope_used_bytes",
-                                       "Bytes of file content a scope holds (what its quota counts)",
-                                       "scope", used));
+  out.push_back(metrics::LabelledGauge(
+      "traincache_server_scope_used_bytes",
+      "Bytes of file content a scope holds (what its quota counts)", "scope", used));
   out.push_back(metrics::LabelledGauge("traincache_server_scope_quota_bytes",
                                        "Quota of a scope in bytes", "scope", quota));
   out.push_back(metrics::LabelledGauge("traincache_server_scope_inodes",

@@ -1,5 +1,7 @@
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <random>
@@ -113,8 +115,51 @@ class LockReactor : public grpc::ServerUnaryReactor {
 
 }  // namespace
 
-LockService::LockService(ServiceContext* ctx, std::chrono::milliseconds lease)
-    : ctx_(ctx), lease_(lease), expiry_([this] { ExpiryLoop(); }) {}
+LockService::LockService(ServiceContext* ctx, std::chrono::milliseconds lease, std::string marker)
+    : ctx_(ctx), lease_(lease), marker_(std::move(marker)) {
+  marker_exists_ = !marker_.empty() && access(marker_.c_str(), F_OK) == 0;
+  if (marker_exists_) {
+    grace_until_ = std::chrono::steady_clock::now() + lease_;
+    spdlog::info(
+        "locks: nodes held lock sessions when the last server stopped; for {} ms only "
+        "their reclaims are granted",
+        lease_.count());
+  }
+  expiry_ = std::thread([this] { ExpiryLoop(); });
+}
+
+void LockService::UpdateMarkerLocked() {
+  const bool want = !sessions_.empty();
+  if (marker_.empty() || want == marker_exists_) return;
+  if (want) {
+    int fd = open(marker_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      spdlog::warn("locks: cannot create {}: {}; a restart will not wait for reclaims", marker_,
+                   strerror(errno));
+      return;
+    }
+    close(fd);
+  } else if (unlink(marker_.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("locks: cannot remove {}: {}", marker_, strerror(errno));
+    return;
+  }
+  marker_exists_ = want;
+}
+
+absl::Status LockService::CheckGrace(const v1::LockRequest& req) const {
+  const bool in_grace = std::chrono::steady_clock::now() < grace_until_;
+  if (req.reclaim() && !in_grace) {
+    return PosixError(ENOLCK,
+                      "a reclaim after the grace period: the lock may have been "
+                      "taken by another node since");
+  }
+  if (!req.reclaim() && in_grace) {
+    // No errno: the client waits and asks again, as for a server it cannot reach.
+    return absl::UnavailableError(
+        "the lock service has just restarted and is waiting for nodes to reclaim their locks");
+  }
+  return absl::OkStatus();
+}
 
 LockService::~LockService() {
   {
@@ -139,10 +184,10 @@ void LockService::ExpiryLoop() {
       expired.emplace_back(it->first, it->second.node);
       it = sessions_.erase(it);
     }
+    UpdateMarkerLocked();
     lock.unlock();
     for (const auto& [session, node] : expired) {
-      spdlog::warn("locks: session {:x} of node {} expired; its locks are released", session,
-                   node);
+      spdlog::warn("locks: session {:x} of node {} expired; its locks are released", session, node);
       ctx_->counters().Add("locks.sessions_expired");
       table_.ReleaseSession(session);
     }
@@ -168,8 +213,8 @@ grpc::ServerUnaryReactor* LockService::OpenSession(grpc::CallbackServerContext* 
     std::lock_guard lock(mu_);
     uint64_t id = 0;
     while (id == 0 || sessions_.count(id)) id = rng();
-    sessions_[id] = Session{req->node().substr(0, 256),
-                            std::chrono::steady_clock::now() + lease_};
+    sessions_[id] = Session{req->node().substr(0, 256), std::chrono::steady_clock::now() + lease_};
+    UpdateMarkerLocked();
     resp->set_session(id);
     resp->set_lease_ms(static_cast<uint32_t>(lease_.count()));
     return absl::OkStatus();
@@ -201,6 +246,7 @@ grpc::ServerUnaryReactor* LockService::CloseSession(grpc::CallbackServerContext*
     {
       std::lock_guard lock(mu_);
       existed = sessions_.erase(req->session()) > 0;
+      UpdateMarkerLocked();
     }
     if (existed) table_.ReleaseSession(req->session());
     resp->set_session(req->session());
@@ -236,6 +282,7 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
       return absl::InvalidArgumentError("Lock of type unlock (use Unlock)");
     }
     RETURN_IF_ERROR(CheckSession(req->session()));
+    RETURN_IF_ERROR(CheckGrace(*req));
     return p;
   }();
   const bool started = parsed.ok();

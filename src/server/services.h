@@ -14,9 +14,9 @@
 #include "server/lock_table.h"
 #include "server/service_context.h"
 #include "traincache/v1/admin.grpc.pb.h"
+#include "traincache/v1/chunk.grpc.pb.h"
 #include "traincache/v1/cluster.grpc.pb.h"
 #include "traincache/v1/lock.grpc.pb.h"
-#include "traincache/v1/chunk.grpc.pb.h"
 #include "traincache/v1/namespace.grpc.pb.h"
 
 namespace traincache::server {
@@ -51,8 +51,8 @@ class NamespaceService final : public v1::Namespace::CallbackService {
   Reactor* ReleaseInode(Ctx*, const v1::GetAttrRequest*, v1::Empty*) override;
   // Streams the scope's change feed (ctx->feed()) until the caller cancels
   // or the feed closes.
-  grpc::ServerWriteReactor<v1::ScopeChanges>* WatchScope(
-      Ctx*, const v1::WatchScopeRequest*) override;
+  grpc::ServerWriteReactor<v1::ScopeChanges>* WatchScope(Ctx*,
+                                                         const v1::WatchScopeRequest*) override;
 
  private:
   ServiceContext* ctx_;
@@ -89,8 +89,8 @@ class AdminService final : public v1::Admin::CallbackService {
   Reactor* GetStats(Ctx*, const v1::GetStatsRequest*, v1::GetStatsResponse*) override;
   Reactor* CollectGarbage(Ctx*, const v1::ScopeRef*, v1::CollectGarbageResponse*) override;
   // Walks the scope on the worker pool (scope_summary.h), then streams it.
-  grpc::ServerWriteReactor<v1::SummarizeResponse>* Summarize(
-      Ctx*, const v1::SummarizeRequest*) override;
+  grpc::ServerWriteReactor<v1::SummarizeResponse>* Summarize(Ctx*,
+                                                             const v1::SummarizeRequest*) override;
 
  private:
   ServiceContext* ctx_;
@@ -121,9 +121,14 @@ class ClusterService final : public v1::Cluster::CallbackService {
 
 // File locks across nodes (lock.proto): sessions with leases over one
 // LockTable. A thread expires sessions not renewed within the lease.
+//
+// The table lives in memory. So that a restart does not hand out a lock a
+// node still believes it holds, `marker` (a file) exists while any session
+// does; a server that finds it at start keeps a grace period of one lease,
+// in which only reclaims (lock.proto) are granted.
 class LockService final : public v1::Locks::CallbackService {
  public:
-  LockService(ServiceContext* ctx, std::chrono::milliseconds lease);
+  LockService(ServiceContext* ctx, std::chrono::milliseconds lease, std::string marker);
   ~LockService() override;
 
   using Ctx = grpc::CallbackServerContext;
@@ -144,10 +149,17 @@ class LockService final : public v1::Locks::CallbackService {
   };
   // ENOLCK (FAILED_PRECONDITION) unless the session is alive.
   absl::Status CheckSession(uint64_t session);
+  // OK, or why `req` may not be granted now (the grace period).
+  absl::Status CheckGrace(const v1::LockRequest& req) const;
+  // Makes the marker exist exactly while sessions_ is not empty. Requires mu_.
+  void UpdateMarkerLocked();
   void ExpiryLoop();
 
   ServiceContext* ctx_;
   const std::chrono::milliseconds lease_;
+  const std::string marker_;
+  std::chrono::steady_clock::time_point grace_until_;  // set once, at construction
+  bool marker_exists_ = false;                         // guarded by mu_
   LockTable table_;
   std::mutex mu_;
   std::map<uint64_t, Session> sessions_;  // guarded by mu_
