@@ -19,6 +19,7 @@ packages=(
   # tests (programs_test runs these real programs through the mounts, and git)
   libgtest-dev libgmock-dev
   python3 procps util-linux
+  openssl
   python3-filelock python3-torch python3-numpy sqlite3 tar diffutils
   # benchmarks (tests/bench/run.sh): random 4 KiB reads
   fio

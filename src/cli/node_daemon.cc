@@ -20,13 +20,15 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
   d->server_ = std::make_unique<rpc::ServerClient>(
       rpc::ClientOptions{.target = d->options_.client.target,
                          .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10)});
+                         .deadline = std::chrono::seconds(10),
+                         .tls = d->options_.client.tls});
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   d->locks_ = std::make_unique<rpc::GrpcLockClient>(
       rpc::ClientOptions{.target = d->options_.client.target,
                          .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10)},
+                         .deadline = std::chrono::seconds(10),
+                         .tls = d->options_.client.tls},
       fmt::format("{}:{}", host, getpid()));
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
