@@ -92,6 +92,12 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
 }
 
 absl::StatusOr<std::pair<std::string, bool>> NodeDaemon::Mount(const Scope& scope, bool create) {
+  if (options_.attached_scopes_only) {
+    return absl::PermissionDeniedError(fmt::format(
+        "{} is not mounted by hand on this node: it serves only the scopes of attached jobs "
+        "(--attached-scopes-only); attach a job that uses it",
+        scope.ToString()));
+  }
   std::lock_guard lock(mounts_mu_);
   bool already = mounts_.count(scope.ToString()) > 0;
   ASSIGN_OR_RETURN(std::shared_ptr<Mounted> m, MountLocked(scope, create));

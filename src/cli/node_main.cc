@@ -106,6 +106,9 @@ int main(int argc, char** argv) {
                  "how long entries and attributes are cached (here and by the kernel) while the "
                  "server's change feed is followed; 0: no change feed, 1 s")
       ->check(CLI::Range(0u, 3'600'000u));
+  bool attached_scopes_only = false;
+  app.add_flag("--attached-scopes-only", attached_scopes_only,
+               "serve only the scopes of attached jobs: refuse --scope and mount-scope");
   rpc::ClientTlsFiles tls_files;
   app.add_option("--tls-ca-file", tls_files.ca_file,
                  "PEM CA bundle of the server's certificate: connect with TLS");
@@ -136,6 +139,13 @@ int main(int argc, char** argv) {
   absl::StatusOr<rpc::ClientTls> tls = rpc::LoadClientTls(tls_files, server);
   if (!tls.ok()) {
     std::cerr << "traincache-node: " << tls.status().message() << "\n";
+    return 2;
+  }
+  if (attached_scopes_only && (!scopes.empty() || scratch_dir.empty())) {
+    std::cerr << "traincache-node: --attached-scopes-only "
+              << (scratch_dir.empty() ? "needs --scratch-dir (jobs attach there)"
+                                      : "cannot be given with --scope")
+              << "\n";
     return 2;
   }
   std::vector<Scope> parsed;
@@ -171,6 +181,7 @@ int main(int argc, char** argv) {
       .fetcher = fetcher,
       .admin_socket = admin_socket,
       .scratch_dir = scratch_dir,
+      .attached_scopes_only = attached_scopes_only,
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
       .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
       .metrics = metrics ? &metrics->registry() : nullptr,

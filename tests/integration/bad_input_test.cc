@@ -85,8 +85,13 @@ TEST_F(BadInputTest, MalformedNamesAreRefusedEverywhere) {
 }
 
 TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
-  for (const char* scope : {"", "project:", "project:-x", "project:a/b", "user:x", "project:x y",
-                            "project:\xc3\xa9", "team:..", "project:a:b"}) {
+  for (const std::string& scope :
+       {std::string(), std::string("project:"), std::string("project:-x"),
+        std::string("project:a/b"), std::string("user:x"), std::string("project:x y"),
+        std::string("project:\xc3\xa9"), std::string("team:.."), std::string("project:a:b"),
+        // Over-long ids (the limit is 128 bytes), a NUL inside one.
+        "project:" + std::string(129, 'a'), "team:" + std::string(4096, 'b'),
+        std::string("project:a\0b", 11)}) {
     RemoteFs bad(client_.get(), fs_->scope());
     v1::OpenScopeRequest req;
     req.set_scope(scope);
@@ -98,6 +103,34 @@ TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
   v1::ListScopesResponse scopes;
   ASSERT_TRUE(client_->Call(&v1::Admin::Stub::ListScopes, client_->admin(), {}, &scopes).ok());
   EXPECT_EQ(scopes.scopes_size(), 1);
+  ExpectUnchanged();
+}
+
+TEST_F(BadInputTest, OverlongAndMalformedIdsInAttachAreRefused) {
+  // The 128-byte id is the longest accepted; every refusal is INVALID_ARGUMENT
+  // and pins nothing.
+  for (const auto& [project, job] : std::vector<std::pair<std::string, std::string>>{
+           {std::string(129, 'p'), "job-1"},
+           {"p1", std::string(129, 'j')},
+           {std::string("p\0x", 3), "job-1"},
+           {"p1", "../job"},
+           {"p1", "job/1"}}) {
+    v1::AttachRequest req;
+    req.set_project(project);
+    req.set_job_id(job);
+    req.set_gpu_type("H100");
+    v1::AttachResponse resp;
+    EXPECT_EQ(client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), req, &resp).code(),
+              absl::StatusCode::kInvalidArgument)
+        << project.size() << " " << job;
+  }
+  v1::AttachRequest longest;
+  longest.set_project(std::string(128, 'p'));
+  longest.set_job_id(std::string(128, 'j'));
+  longest.set_gpu_type("H100");
+  v1::AttachResponse resp;
+  EXPECT_TRUE(
+      client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), longest, &resp).ok());
   ExpectUnchanged();
 }
 
