@@ -23,6 +23,8 @@ packages=(
   python3-filelock python3-torch python3-numpy sqlite3 tar diffutils
   # benchmarks (tests/bench/run.sh): random 4 KiB reads
   fio
+  # fuzzing (tests/fuzz/run.sh): clang and its libFuzzer/sanitizer runtimes
+  clang-14 libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
