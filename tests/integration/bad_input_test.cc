@@ -27,7 +27,7 @@ class BadInputTest : public ::testing::Test {
     auto file = fs_->Create(dir->ino, "file");
     ASSERT_TRUE(file.ok());
     auto written = fs_->Write(file->ino, "original content");
-    ASSERT_TRUE(written.ok());
+    ASSERT_TRUE(written.ok()) << written.status();
     dir_ino_ = dir->ino;
     file_ = *written;
     before_ = Snapshot();
@@ -131,6 +131,33 @@ TEST_F(BadInputTest, OverlongAndMalformedIdsInAttachAreRefused) {
   v1::AttachResponse resp;
   EXPECT_TRUE(
       client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), longest, &resp).ok());
+  ExpectUnchanged();
+}
+
+// One tenant's scope names another's inode numbers and chunk ids (guessed,
+// or learnt elsewhere): the server answers from the caller's scope only.
+TEST_F(BadInputTest, AnotherScopeCannotReachThisScopesInodesOrChunks) {
+  auto map = fs_->ChunkMapOf(file_.ino);
+  ASSERT_TRUE(map.ok()) << map.status();
+  ASSERT_EQ(map->chunks_size(), 1);
+  auto id = ChunkId::FromBytes(map->chunks(0).id());
+  ASSERT_TRUE(id.ok());
+  RemoteFs other(client_.get(), *Scope::Parse("project:other-tenant"));
+  ASSERT_TRUE(other.Open().ok());
+  EXPECT_EQ(ToErrno(other.GetAttr(file_.ino).status()), ENOENT);
+  EXPECT_EQ(ToErrno(other.GetAttr(dir_ino_).status()), ENOENT);
+  // A parent unknown in this scope: ESTALE, as for a deleted directory.
+  EXPECT_EQ(ToErrno(other.Lookup(dir_ino_, "file").status()), ESTALE);
+  EXPECT_FALSE(other.Read(file_.ino).ok());
+  EXPECT_EQ(ToErrno(other.ChunkMapOf(file_.ino).status()), ENOENT);
+  auto chunk = client_->GetChunk(other.scope(), *id);
+  EXPECT_EQ(chunk.status().code(), absl::StatusCode::kNotFound) << chunk.status();
+  auto sizes = client_->HasChunks(other.scope(), {*id});
+  ASSERT_TRUE(sizes.ok()) << sizes.status();
+  EXPECT_EQ((*sizes)[0], -1);
+  // Nor can it change them.
+  EXPECT_FALSE(other.Create(dir_ino_, "planted").ok());
+  EXPECT_FALSE(other.Rename(dir_ino_, "file", kRootInode, "stolen").ok());
   ExpectUnchanged();
 }
 
