@@ -17,19 +17,19 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
   std::unique_ptr<NodeDaemon> d(new NodeDaemon(std::move(options)));
   if (!d->options_.client.metrics) d->options_.client.metrics = d->options_.metrics;
   d->client_ = std::make_unique<rpc::GrpcClusterClient>(d->options_.client);
-  d->server_ = std::make_unique<rpc::ServerClient>(
-      rpc::ClientOptions{.target = d->options_.client.target,
-                         .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10),
-                         .tls = d->options_.client.tls});
+  d->server_ =
+      std::make_unique<rpc::ServerClient>(rpc::ClientOptions{.target = d->options_.client.target,
+                                                             .token = d->options_.client.token,
+                                                             .deadline = std::chrono::seconds(10),
+                                                             .tls = d->options_.client.tls});
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  d->locks_ = std::make_unique<rpc::GrpcLockClient>(
-      rpc::ClientOptions{.target = d->options_.client.target,
-                         .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10),
-                         .tls = d->options_.client.tls},
-      fmt::format("{}:{}", host, getpid()));
+  d->locks_ =
+      std::make_unique<rpc::GrpcLockClient>(rpc::ClientOptions{.target = d->options_.client.target,
+                                                               .token = d->options_.client.token,
+                                                               .deadline = std::chrono::seconds(10),
+                                                               .tls = d->options_.client.tls},
+                                            fmt::format("{}:{}", host, getpid()));
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ = std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(),
                                                      d->options_.fetcher);

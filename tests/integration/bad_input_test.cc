@@ -109,12 +109,12 @@ TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
 TEST_F(BadInputTest, OverlongAndMalformedIdsInAttachAreRefused) {
   // The 128-byte id is the longest accepted; every refusal is INVALID_ARGUMENT
   // and pins nothing.
-  for (const auto& [project, job] : std::vector<std::pair<std::string, std::string>>{
-           {std::string(129, 'p'), "job-1"},
-           {"p1", std::string(129, 'j')},
-           {std::string("p\0x", 3), "job-1"},
-           {"p1", "../job"},
-           {"p1", "job/1"}}) {
+  for (const auto& [project, job] :
+       std::vector<std::pair<std::string, std::string>>{{std::string(129, 'p'), "job-1"},
+                                                        {"p1", std::string(129, 'j')},
+                                                        {std::string("p\0x", 3), "job-1"},
+                                                        {"p1", "../job"},
+                                                        {"p1", "job/1"}}) {
     v1::AttachRequest req;
     req.set_project(project);
     req.set_job_id(job);
@@ -129,8 +129,7 @@ TEST_F(BadInputTest, OverlongAndMalformedIdsInAttachAreRefused) {
   longest.set_job_id(std::string(128, 'j'));
   longest.set_gpu_type("H100");
   v1::AttachResponse resp;
-  EXPECT_TRUE(
-      client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), longest, &resp).ok());
+  EXPECT_TRUE(client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), longest, &resp).ok());
   ExpectUnchanged();
 }
 

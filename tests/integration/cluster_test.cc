@@ -92,8 +92,11 @@ gpu_types = ["H100", "A100"]
     nodes_.push_back(std::make_unique<NodeProcess>(dir_.Sub(name), server.address(),
                                                    server.token_file()));
     NodeProcess& node = *nodes_.back();
-    std::vector<std::string> args = {"--scratch-dir", dir_.Sub(name) + "/scratch",
-                                     "--unmount-grace-seconds", "1", "--scope-check-interval-ms",
+    std::vector<std::string> args = {"--scratch-dir",
+                                     dir_.Sub(name) + "/scratch",
+                                     "--unmount-grace-seconds",
+                                     "1",
+                                     "--scope-check-interval-ms",
                                      "200"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     absl::Status started = node.Start({}, args);
@@ -353,13 +356,13 @@ TEST_F(ClusterTest, AttachedScopesOnlyNodeRefusesScopesNoJobUses) {
 
   // Flags that contradict it stop the daemon at start.
   std::string log = dir_.Sub("node-flags.log");
-  EXPECT_EQ(RunProgram({NodeBinary(), "--server", east_->address(), "--token-file",
-                        east_->token_file(), "--mount-root", dir_.Sub("m"), "--tier-dir",
-                        dir_.Sub("t"), "--staging-dir", dir_.Sub("s"), "--admin-socket", "",
-                        "--attached-scopes-only", "--scratch-dir", dir_.Sub("x"), "--scope",
-                        "project:mine"},
-                       log),
-            2);
+  EXPECT_EQ(
+      RunProgram({NodeBinary(), "--server", east_->address(), "--token-file", east_->token_file(),
+                  "--mount-root", dir_.Sub("m"), "--tier-dir", dir_.Sub("t"), "--staging-dir",
+                  dir_.Sub("s"), "--admin-socket", "", "--attached-scopes-only", "--scratch-dir",
+                  dir_.Sub("x"), "--scope", "project:mine"},
+                 log),
+      2);
   EXPECT_THAT(Slurp(log), HasSubstr("cannot be given with --scope"));
 }
 
