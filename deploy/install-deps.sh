@@ -19,9 +19,12 @@ packages=(
   # tests (programs_test runs these real programs through the mounts, and git)
   libgtest-dev libgmock-dev
   python3 procps util-linux
+  openssl
   python3-filelock python3-torch python3-numpy sqlite3 tar diffutils
   # benchmarks (tests/bench/run.sh): random 4 KiB reads
   fio
+  # fuzzing (tests/fuzz/run.sh): clang and its libFuzzer/sanitizer runtimes
+  clang-14 libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then

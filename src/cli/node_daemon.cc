@@ -19,14 +19,17 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
   d->server_ =
       std::make_unique<rpc::ServerClient>(rpc::ClientOptions{.target = d->options_.client.target,
                                                              .token = d->options_.client.token,
-                                                             .deadline = std::chrono::seconds(10)});
+                                                             .deadline = std::chrono::seconds(10),
+                                                             .tls = d->options_.client.tls});
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  d->locks_ = std::make_unique<rpc::GrpcLockClient>(
-      rpc::ClientOptions{.target = d->options_.client.target,
-                         .token = d->options_.client.token,
-                         .deadline = std::chrono::seconds(10)},
-      fmt::format("{}:{}", host, getpid()), d->options_.client.outage_timeout);
+  d->locks_ =
+      std::make_unique<rpc::GrpcLockClient>(rpc::ClientOptions{.target = d->options_.client.target,
+                                                               .token = d->options_.client.token,
+                                                               .deadline = std::chrono::seconds(10),
+                                                               .tls = d->options_.client.tls},
+                                            fmt::format("{}:{}", host, getpid()),
+                                            d->options_.client.outage_timeout);
   ASSIGN_OR_RETURN(d->tier_, OpenDiskTier(d->options_.tier));
   d->fetcher_ =
       std::make_unique<node::ChunkFetcher>(d->client_.get(), d->tier_.get(), d->options_.fetcher);
@@ -89,6 +92,12 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
 }
 
 absl::StatusOr<std::pair<std::string, bool>> NodeDaemon::Mount(const Scope& scope, bool create) {
+  if (options_.attached_scopes_only) {
+    return absl::PermissionDeniedError(fmt::format(
+        "{} is not mounted by hand on this node: it serves only the scopes of attached jobs "
+        "(--attached-scopes-only); attach a job that uses it",
+        scope.ToString()));
+  }
   std::lock_guard lock(mounts_mu_);
   bool already = mounts_.count(scope.ToString()) > 0;
   ASSIGN_OR_RETURN(std::shared_ptr<Mounted> m, MountLocked(scope, create));

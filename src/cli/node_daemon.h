@@ -58,6 +58,11 @@ struct NodeDaemonOptions {
   node::ChunkFetcher::Options fetcher;
   std::string admin_socket;  // empty: no admin endpoint
   std::string scratch_dir;   // jobs' scratch folders (<scratch_dir>/<job id>); required to attach
+  // Serve only the scopes of attached jobs: Mount (mount-scope, --scope) is
+  // refused, so this daemon never asks the server for a scope no job of
+  // this node uses (the server cannot tell: it does not know which jobs run
+  // on which node).
+  bool attached_scopes_only = false;
   // A scope no attached job uses is unmounted this long after its last detach.
   std::chrono::milliseconds unmount_grace{60'000};
   // How often the scopes mounted here are checked against the server.

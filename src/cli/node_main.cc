@@ -14,6 +14,8 @@
 //                   [--tier-direct-writes true|false] [--metadata-ttl-ms MS]
 //                   [--background-upload true|false] [--upload-threads N]
 //                   [--upload-budget-bytes N]
+//                   [--tls-ca-file F [--tls-cert-file F --tls-key-file F]
+//                    [--tls-server-name NAME] | --insecure]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
 // mount is committed and unmounted first). Under systemd (Type=notify) it
@@ -104,6 +106,20 @@ int main(int argc, char** argv) {
                  "how long entries and attributes are cached (here and by the kernel) while the "
                  "server's change feed is followed; 0: no change feed, 1 s")
       ->check(CLI::Range(0u, 3'600'000u));
+  bool attached_scopes_only = false;
+  app.add_flag("--attached-scopes-only", attached_scopes_only,
+               "serve only the scopes of attached jobs: refuse --scope and mount-scope");
+  rpc::ClientTlsFiles tls_files;
+  app.add_option("--tls-ca-file", tls_files.ca_file,
+                 "PEM CA bundle of the server's certificate: connect with TLS");
+  app.add_option("--tls-cert-file", tls_files.cert_file,
+                 "PEM client certificate, for a server that requires one (mutual TLS)");
+  app.add_option("--tls-key-file", tls_files.key_file, "PEM private key of --tls-cert-file");
+  app.add_option("--tls-server-name", tls_files.server_name,
+                 "name the server's certificate must carry (default: the host of --server)");
+  app.add_flag("--insecure", tls_files.insecure,
+               "plaintext to a server that is not on this machine (the token crosses the "
+               "network in the clear)");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t stop_signals;
@@ -118,6 +134,18 @@ int main(int argc, char** argv) {
   std::string token;
   if (!token_in || !std::getline(token_in, token) || token.empty()) {
     std::cerr << "traincache-node: cannot read a token from " << token_file << "\n";
+    return 2;
+  }
+  absl::StatusOr<rpc::ClientTls> tls = rpc::LoadClientTls(tls_files, server);
+  if (!tls.ok()) {
+    std::cerr << "traincache-node: " << tls.status().message() << "\n";
+    return 2;
+  }
+  if (attached_scopes_only && (!scopes.empty() || scratch_dir.empty())) {
+    std::cerr << "traincache-node: --attached-scopes-only "
+              << (scratch_dir.empty() ? "needs --scratch-dir (jobs attach there)"
+                                      : "cannot be given with --scope")
+              << "\n";
     return 2;
   }
   std::vector<Scope> parsed;
@@ -143,6 +171,7 @@ int main(int argc, char** argv) {
   auto daemon = cli::NodeDaemon::Start(cli::NodeDaemonOptions{
       .client = {.target = server,
                  .token = token,
+                 .tls = *tls,
                  .outage_timeout = std::chrono::seconds(outage_timeout_seconds)},
       .mount_root = mount_root,
       .staging_dir = staging_dir,
@@ -152,6 +181,7 @@ int main(int argc, char** argv) {
       .fetcher = fetcher,
       .admin_socket = admin_socket,
       .scratch_dir = scratch_dir,
+      .attached_scopes_only = attached_scopes_only,
       .unmount_grace = std::chrono::seconds(unmount_grace_seconds),
       .scope_check_interval = std::chrono::milliseconds(scope_check_interval_ms),
       .metrics = metrics ? &metrics->registry() : nullptr,
@@ -176,7 +206,7 @@ int main(int argc, char** argv) {
     auto mounted = (*daemon)->Mount(scope, /*create=*/true);
     if (!mounted.ok()) {
       std::cerr << "traincache-node: " << scope.ToString() << ": " << mounted.status().message()
-                << "\n";
+                << rpc::UnavailableHint(mounted.status(), *tls) << "\n";
       exit_code = 1;
       break;
     }

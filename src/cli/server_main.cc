@@ -2,7 +2,8 @@
 //
 //   traincache-server --config /etc/traincache/server.toml [--data-dir D] [--listen A]
 //                     [--token-file F] [--default-quota-bytes N] [--log-level L]
-//                     [--metrics-listen HOST:PORT]
+//                     [--metrics-listen HOST:PORT] [--tls-cert-file F --tls-key-file F]
+//                     [--tls-client-ca-file F]
 //
 // Flags override the file. Exits 2 with a message naming the key when the
 // config is wrong, 1 when the server cannot start (data dir locked, port in
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
   traincache::TuneMallocForChunkBuffers();
   CLI::App app{"traincache-server: the cluster cache service"};
   std::string config_path;
-  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen, metadata_sync;
+  std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen, metadata_sync,
+      tls_cert_file, tls_key_file, tls_client_ca_file;
   std::optional<uint64_t> quota;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
@@ -42,6 +44,11 @@ int main(int argc, char** argv) {
                  "with them) or every-change (each change waits for a disk sync)");
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port of the Prometheus /metrics endpoint (empty: none)");
+  app.add_option("--tls-cert-file", tls_cert_file,
+                 "PEM certificate chain: serve TLS (config key tls_cert_file)");
+  app.add_option("--tls-key-file", tls_key_file, "PEM private key of --tls-cert-file");
+  app.add_option("--tls-client-ca-file", tls_client_ca_file,
+                 "PEM CA bundle: require client certificates it signed (mutual TLS)");
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals in every thread; main waits for them below.
@@ -64,7 +71,17 @@ int main(int argc, char** argv) {
     if (log_level) config->log_level = *log_level;
     if (metadata_sync) config->metadata_sync = *metadata_sync;
     if (metrics_listen) config->metrics_listen = *metrics_listen;
+    if (tls_cert_file) config->tls_cert_file = *tls_cert_file;
+    if (tls_key_file) config->tls_key_file = *tls_key_file;
+    if (tls_client_ca_file) config->tls_client_ca_file = *tls_client_ca_file;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
+  }
+  if (config.ok()) {
+    // Read here too (Start reads them again) so that a wrong file is a
+    // config error (exit 2), not a failure to start.
+    absl::Status tls = traincache::server::LoadServerTls(*config).status();
+    if (tls.ok()) tls = traincache::server::LoadRegistryTls(*config).status();
+    if (!tls.ok()) config = tls;
   }
   if (!config.ok()) {
     std::cerr << "traincache-server: " << config.status().message() << "\n";

@@ -1,7 +1,7 @@
 // traincache: the command-line tool for operators and job launchers.
 //
 // Server commands (talk to traincache-server):
-//   traincache [--server ADDR] [--token-file F] ping
+//   traincache [--server ADDR] [--token-file F] [TLS flags] ping
 //   traincache ... smoke [--scope project:demo]     write, read back, compare
 //   traincache ... usage <scope>
 //   traincache ... quota get <scope> | quota set <scope> <bytes>
@@ -25,6 +25,9 @@
 //   traincache ... stats                             node tier use, hit ratio, per scope
 // ADDR, F and S default to $TRAINCACHE_SERVER, $TRAINCACHE_TOKEN_FILE and
 // $TRAINCACHE_NODE_SOCKET (else /run/traincache/node.sock).
+// TLS flags: --tls-ca-file F (default $TRAINCACHE_TLS_CA_FILE) [--tls-cert-file F
+// --tls-key-file F] [--tls-server-name N], or --insecure for plaintext to a
+// server that is not on this machine (rpc/tls.h).
 // Exit codes: 0 success, 1 the operation failed (message on stderr), 2 usage.
 #include <CLI/CLI.hpp>
 
@@ -50,9 +53,11 @@ std::string EnvOr(const char* name, std::string fallback) {
 }
 
 absl::StatusOr<rpc::ClientOptions> ClientOptionsFrom(const std::string& server,
-                                                     const std::string& token_file) {
+                                                     const std::string& token_file,
+                                                     const rpc::ClientTlsFiles& tls) {
   rpc::ClientOptions options;
   options.target = server;
+  ASSIGN_OR_RETURN(options.tls, rpc::LoadClientTls(tls, server));
   std::ifstream in(token_file);
   if (!in) return absl::NotFoundError(fmt::format("cannot read token file {}", token_file));
   std::getline(in, options.token);
@@ -161,6 +166,19 @@ int main(int argc, char** argv) {
   std::string token_file = cli::EnvOr("TRAINCACHE_TOKEN_FILE", "/etc/traincache/token");
   app.add_option("--server", server, "server address (host:port or unix:/path)");
   app.add_option("--token-file", token_file, "file holding the bearer token");
+  rpc::ClientTlsFiles tls_files;
+  tls_files.ca_file = cli::EnvOr("TRAINCACHE_TLS_CA_FILE", "");
+  app.add_option("--tls-ca-file", tls_files.ca_file,
+                 "PEM CA bundle of the server's certificate: connect with TLS "
+                 "(default $TRAINCACHE_TLS_CA_FILE)");
+  app.add_option("--tls-cert-file", tls_files.cert_file,
+                 "PEM client certificate, for a server that requires one (mutual TLS)");
+  app.add_option("--tls-key-file", tls_files.key_file, "PEM private key of --tls-cert-file");
+  app.add_option("--tls-server-name", tls_files.server_name,
+                 "name the server's certificate must carry (default: the host of --server)");
+  app.add_flag("--insecure", tls_files.insecure,
+               "plaintext to a server that is not on this machine (the token crosses the "
+               "network in the clear)");
 
   auto* ping = app.add_subcommand("ping", "check the server answers");
   std::string smoke_scope = "project:demo";
@@ -290,7 +308,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto options = cli::ClientOptionsFrom(server, token_file);
+  auto options = cli::ClientOptionsFrom(server, token_file, tls_files);
   if (!options.ok()) {
     std::cerr << "traincache: " << options.status().message() << "\n";
     return 2;
@@ -347,7 +365,7 @@ int main(int argc, char** argv) {
   }
   if (!status.ok()) {
     std::cerr << "traincache: " << absl::StatusCodeToString(status.code()) << ": "
-              << status.message() << "\n";
+              << status.message() << rpc::UnavailableHint(status, options->tls) << "\n";
     return 1;
   }
   return 0;

@@ -12,8 +12,9 @@ namespace traincache::rpc {
 namespace {
 
 // The arguments both connections share.
-grpc::ChannelArguments CommonArguments() {
+grpc::ChannelArguments CommonArguments(const ClientTls& tls) {
   grpc::ChannelArguments args;
+  AddTlsArguments(tls, &args);
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   // Each client gets its own connections rather than sharing one per target
@@ -37,13 +38,12 @@ ServerClient::ServerClient(ClientOptions options)
   // Small calls keep gRPC's default socket reads (8 KiB at first, growing
   // while reads fill the buffer): with the chunk connection's 256 KiB floor
   // every small answer cost the reading thread an allocation of that size.
-  channel_ = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(),
-                                       CommonArguments());
-  grpc::ChannelArguments bulk = CommonArguments();
+  std::shared_ptr<grpc::ChannelCredentials> credentials = ChannelCredentialsFor(options_.tls);
+  channel_ = grpc::CreateCustomChannel(options_.target, credentials, CommonArguments(options_.tls));
+  grpc::ChannelArguments bulk = CommonArguments(options_.tls);
   bulk.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
   bulk.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
-  bulk_channel_ =
-      grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), bulk);
+  bulk_channel_ = grpc::CreateCustomChannel(options_.target, credentials, bulk);
   ns_ = v1::Namespace::NewStub(channel_);
   chunks_ = v1::Chunks::NewStub(bulk_channel_);
   admin_ = v1::Admin::NewStub(channel_);

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "rpc/status_convert.h"
+#include "rpc/tls.h"
 #include "traincache/scope.h"
 #include "traincache/types.h"
 #include "traincache/v1/admin.grpc.pb.h"
@@ -54,6 +55,7 @@ struct ClientOptions {
   std::string target;  // "host:port" or "unix:/path/to/socket"
   std::string token;   // sent as "authorization: Bearer <token>"
   std::chrono::milliseconds deadline{30'000};
+  ClientTls tls;  // plaintext when not enabled (rpc/tls.h)
 };
 
 class ServerClient {

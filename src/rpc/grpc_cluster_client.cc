@@ -135,8 +135,10 @@ class WatchCall final : public grpc::ClientReadReactor<v1::ScopeChanges>,
 GrpcClusterClient::GrpcClusterClient(GrpcClusterClientOptions options)
     : options_(std::move(options)),
       node_id_(options_.node_id.empty() ? MakeNodeId() : options_.node_id),
-      rpc_(ClientOptions{
-          .target = options_.target, .token = options_.token, .deadline = options_.call_deadline}) {
+      rpc_(ClientOptions{.target = options_.target,
+                         .token = options_.token,
+                         .deadline = options_.call_deadline,
+                         .tls = options_.tls}) {
   if (options_.metrics) {
     // The ops Run is called with are the Namespace and Chunks method names.
     latency_ = std::make_unique<metrics::LatencyHistograms>(

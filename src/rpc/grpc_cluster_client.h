@@ -59,6 +59,7 @@ namespace traincache::rpc {
 struct GrpcClusterClientOptions {
   std::string target;  // "host:port" or "unix:/path/to/socket"
   std::string token;   // sent as "authorization: Bearer <token>"
+  ClientTls tls;       // plaintext when not enabled (rpc/tls.h)
   // Deadline of one attempt of one call (a chunk transfer included).
   std::chrono::milliseconds call_deadline{30'000};
   // How long the server may stay unreachable before a call fails.

@@ -56,9 +56,35 @@ std::string MakeServerId() {
   return fmt::format("{:08x}{:08x}", rd(), rd());
 }
 
+std::string KeyName(std::string_view key) { return fmt::format("config key '{}'", key); }
+
 }  // namespace
 
+absl::StatusOr<rpc::ServerTls> LoadServerTls(const ServerConfig& config) {
+  rpc::ServerTls tls;
+  if (config.tls_cert_file.empty()) return tls;
+  ASSIGN_OR_RETURN(tls.cert_pem,
+                   rpc::ReadCertificates(KeyName("tls_cert_file"), config.tls_cert_file));
+  ASSIGN_OR_RETURN(tls.key_pem, rpc::ReadPrivateKey(KeyName("tls_key_file"), config.tls_key_file));
+  RETURN_IF_ERROR(rpc::CheckKeyMatches(KeyName("tls_key_file"), tls.cert_pem, tls.key_pem));
+  if (!config.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(tls.client_ca_pem, rpc::ReadCertificates(KeyName("tls_client_ca_file"),
+                                                              config.tls_client_ca_file));
+  }
+  return tls;
+}
+
+absl::StatusOr<rpc::ClientTls> LoadRegistryTls(const ServerConfig& config) {
+  rpc::ClientTls tls;
+  if (config.registry_tls_ca_file.empty()) return tls;
+  ASSIGN_OR_RETURN(tls.ca_pem, rpc::ReadCertificates(KeyName("registry_tls_ca_file"),
+                                                     config.registry_tls_ca_file));
+  return tls;
+}
+
 absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConfig& config) {
+  ASSIGN_OR_RETURN(rpc::ServerTls tls, LoadServerTls(config));
+  ASSIGN_OR_RETURN(rpc::ClientTls registry_tls, LoadRegistryTls(config));
   std::unique_ptr<CacheServer> s(new CacheServer());
   s->config_ = config;
   ASSIGN_OR_RETURN(s->lock_fd_, LockDataDir(config.data_dir));
@@ -73,7 +99,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
     s->pin_store_ = std::make_unique<meta::PinStore>(std::move(backend));
     s->pins_ = NewLocalPinRegistry(s->pin_store_.get());
   } else {
-    s->pins_ = NewRemotePinRegistry({.target = config.registry, .token = config.registry_token});
+    s->pins_ = NewRemotePinRegistry(
+        {.target = config.registry, .token = config.registry_token, .tls = registry_tls});
   }
   if (!config.metrics_listen.empty()) {
     auto endpoint = metrics::MetricsEndpoint::Start(config.metrics_listen);
@@ -108,7 +135,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen, rpc::ServerCredentialsFor(tls), &port);
   builder.SetMaxReceiveMessageSize(rpc::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(rpc::kMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, rpc::kHttp2WindowBytes);
@@ -136,10 +163,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
   s->grpc_server_started_ = true;
   if (s->metrics_) s->metrics_->AddCollectable([raw = s.get()] { return raw->CollectMetrics(); });
   s->gc_thread_ = std::thread([raw = s.get()] { raw->GcLoop(); });
-  spdlog::info("traincache-server {} listening on {}, data in {}, cluster {} ({}), pin registry {}",
-               TRAINCACHE_VERSION, s->address_, config.data_dir, config.cluster,
-               ClusterTopology::Describe(config.gpu_types),
-               config.registry.empty() ? "here" : config.registry);
+  spdlog::info(
+      "traincache-server {} listening on {} ({}), data in {}, cluster {} ({}), pin "
+      "registry {}",
+      TRAINCACHE_VERSION, s->address_,
+      !tls.enabled()              ? "plaintext"
+      : tls.client_ca_pem.empty() ? "TLS"
+                                  : "TLS, client certificates required",
+      config.data_dir, config.cluster, ClusterTopology::Describe(config.gpu_types),
+      config.registry.empty() ? "here" : config.registry);
   return s;
 }
 

@@ -24,11 +24,20 @@
 
 #include "absl/status/statusor.h"
 #include "metrics/metrics_endpoint.h"
+#include "rpc/tls.h"
 #include "server/config.h"
 #include "server/service_context.h"
 #include "server/services.h"
 
 namespace traincache::server {
+
+// Reads and checks the TLS files `config` names (tls_cert_file,
+// tls_key_file, tls_client_ca_file): INVALID_ARGUMENT naming the key when one
+// cannot be read, holds no PEM certificate/key, or the key is not the
+// certificate's. Not enabled when the config has no certificate.
+absl::StatusOr<rpc::ServerTls> LoadServerTls(const ServerConfig& config);
+// The same for registry_tls_ca_file: how this server dials the pin registry.
+absl::StatusOr<rpc::ClientTls> LoadRegistryTls(const ServerConfig& config);
 
 class CacheServer {
  public:

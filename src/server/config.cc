@@ -36,6 +36,12 @@ absl::Status ReadUnsigned(const toml::node& node, std::string_view key, uint64_t
   return absl::OkStatus();
 }
 
+absl::Status ReadBool(const toml::node& node, std::string_view key, bool* out) {
+  if (!node.is_boolean()) return KeyError(key, "must be true or false");
+  *out = *node.value<bool>();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadTokenFile(std::string_view key, const std::string& path) {
   std::ifstream in(path);
   std::string token;
@@ -82,6 +88,44 @@ absl::Status ReadClusters(const toml::node& node,
       if (key_node.str() != "gpu_types") return KeyError(key, "unknown key");
       RETURN_IF_ERROR(ReadStringArray(value, key, &gpus));
     }
+  }
+  return absl::OkStatus();
+}
+
+// Does `address` stay on this machine: a Unix socket or loopback? (The same
+// rule as rpc::IsLocalTarget, kept here so the config parser needs no gRPC.)
+bool IsLocalAddress(std::string_view address) {
+  if (address.rfind("unix:", 0) == 0) return true;
+  std::string_view host = address.substr(0, address.rfind(':'));
+  if (host == "localhost" || host == "[::1]") return true;
+  if (host.rfind("127.", 0) != 0) return false;
+  return std::count(host.begin(), host.end(), '.') == 3 &&
+         host.find_first_not_of("0123456789.") == std::string_view::npos;
+}
+
+absl::Status CheckTls(const ServerConfig& c) {
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return KeyError(c.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
+                    "is required with the other of tls_cert_file and tls_key_file");
+  }
+  if (!c.tls_client_ca_file.empty() && c.tls_cert_file.empty()) {
+    return KeyError("tls_client_ca_file", "needs tls_cert_file and tls_key_file");
+  }
+  if (c.tls_cert_file.empty() && !c.allow_insecure && !IsLocalAddress(c.listen)) {
+    return KeyError("listen", fmt::format("{} is not a Unix socket or loopback address: set "
+                                          "tls_cert_file and tls_key_file to serve TLS, or "
+                                          "allow_insecure = true to take tokens in the clear",
+                                          c.listen));
+  }
+  if (!c.registry_tls_ca_file.empty() && c.registry.empty()) {
+    return KeyError("registry_tls_ca_file", "is only for a remote registry (set registry)");
+  }
+  if (!c.registry.empty() && c.registry_tls_ca_file.empty() && !c.allow_insecure &&
+      !IsLocalAddress(c.registry)) {
+    return KeyError("registry", fmt::format("{} is not a Unix socket or loopback address: set "
+                                            "registry_tls_ca_file to reach it with TLS, or "
+                                            "allow_insecure = true to send the token in the clear",
+                                            c.registry));
   }
   return absl::OkStatus();
 }
@@ -137,6 +181,16 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadString(node, key, &c.registry_token_file));
     } else if (key == "metrics_listen") {
       RETURN_IF_ERROR(ReadString(node, key, &c.metrics_listen));
+    } else if (key == "tls_cert_file") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.tls_cert_file));
+    } else if (key == "tls_key_file") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.tls_key_file));
+    } else if (key == "tls_client_ca_file") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.tls_client_ca_file));
+    } else if (key == "registry_tls_ca_file") {
+      RETURN_IF_ERROR(ReadString(node, key, &c.registry_tls_ca_file));
+    } else if (key == "allow_insecure") {
+      RETURN_IF_ERROR(ReadBool(node, key, &c.allow_insecure));
     } else {
       return KeyError(key, "unknown key");
     }
@@ -194,6 +248,7 @@ absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig c) {
     if (c.registry_token.empty()) c.registry_token = c.token;
   }
   if (c.token.size() < 16) return KeyError("token", "must be at least 16 characters");
+  RETURN_IF_ERROR(CheckTls(c));
   if (c.worker_threads == 0) return KeyError("worker_threads", "must be at least 1");
   if (c.lock_lease_seconds == 0) return KeyError("lock_lease_seconds", "must be at least 1");
   if (c.metadata_sync != "content-commits" && c.metadata_sync != "every-change") {

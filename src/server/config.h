@@ -38,10 +38,18 @@ struct ServerConfig {
   std::vector<std::string> gpu_types;     // GPU types it offers; empty: any
   // The other clusters: [clusters.<name>] gpu_types = [...]
   std::map<std::string, std::vector<std::string>> other_clusters;
-  std::string registry;                   // pin registry "host:port"; empty: this server
-  std::string registry_token;             // token for the registry (default: `token`)
-  std::string registry_token_file;        // alternative to registry_token
-  std::string metrics_listen;             // "host:port" of the Prometheus endpoint; empty: none
+  std::string registry;             // pin registry "host:port"; empty: this server
+  std::string registry_token;       // token for the registry (default: `token`)
+  std::string registry_token_file;  // alternative to registry_token
+  std::string metrics_listen;       // "host:port" of the Prometheus endpoint; empty: none
+
+  // TLS (rpc/tls.h). Without a certificate the server speaks plaintext, which
+  // it does only on a Unix socket or a loopback address unless allow_insecure.
+  std::string tls_cert_file;         // PEM certificate chain of this server
+  std::string tls_key_file;          // PEM private key of tls_cert_file
+  std::string tls_client_ca_file;    // set: clients must present a certificate this CA signed
+  std::string registry_tls_ca_file;  // CA of a remote registry's certificate; empty: plaintext
+  bool allow_insecure = false;       // plaintext on a non-loopback listen/registry address
 };
 
 // Parses TOML text into `base` (keys absent from the text keep base's value).
@@ -51,7 +59,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text,
 absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path,
                                                   ServerConfig base = {});
 // Checks a complete config (after flags): data_dir set, a token (reading
-// token_file into token), a valid listen address, ranges. Names the key.
+// token_file into token), a valid listen address, ranges, TLS keys that go
+// together (the certificate files themselves are read by LoadServerTls,
+// cache_server.h). Names the key.
 absl::StatusOr<ServerConfig> FinalizeServerConfig(ServerConfig config);
 
 }  // namespace traincache::server

@@ -27,7 +27,7 @@ class BadInputTest : public ::testing::Test {
     auto file = fs_->Create(dir->ino, "file");
     ASSERT_TRUE(file.ok());
     auto written = fs_->Write(file->ino, "original content");
-    ASSERT_TRUE(written.ok());
+    ASSERT_TRUE(written.ok()) << written.status();
     dir_ino_ = dir->ino;
     file_ = *written;
     before_ = Snapshot();
@@ -85,8 +85,13 @@ TEST_F(BadInputTest, MalformedNamesAreRefusedEverywhere) {
 }
 
 TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
-  for (const char* scope : {"", "project:", "project:-x", "project:a/b", "user:x", "project:x y",
-                            "project:\xc3\xa9", "team:..", "project:a:b"}) {
+  for (const std::string& scope :
+       {std::string(), std::string("project:"), std::string("project:-x"),
+        std::string("project:a/b"), std::string("user:x"), std::string("project:x y"),
+        std::string("project:\xc3\xa9"), std::string("team:.."), std::string("project:a:b"),
+        // Over-long ids (the limit is 128 bytes), a NUL inside one.
+        "project:" + std::string(129, 'a'), "team:" + std::string(4096, 'b'),
+        std::string("project:a\0b", 11)}) {
     RemoteFs bad(client_.get(), fs_->scope());
     v1::OpenScopeRequest req;
     req.set_scope(scope);
@@ -98,6 +103,60 @@ TEST_F(BadInputTest, MalformedScopeIdsAreRefused) {
   v1::ListScopesResponse scopes;
   ASSERT_TRUE(client_->Call(&v1::Admin::Stub::ListScopes, client_->admin(), {}, &scopes).ok());
   EXPECT_EQ(scopes.scopes_size(), 1);
+  ExpectUnchanged();
+}
+
+TEST_F(BadInputTest, OverlongAndMalformedIdsInAttachAreRefused) {
+  // The 128-byte id is the longest accepted; every refusal is INVALID_ARGUMENT
+  // and pins nothing.
+  for (const auto& [project, job] :
+       std::vector<std::pair<std::string, std::string>>{{std::string(129, 'p'), "job-1"},
+                                                        {"p1", std::string(129, 'j')},
+                                                        {std::string("p\0x", 3), "job-1"},
+                                                        {"p1", "../job"},
+                                                        {"p1", "job/1"}}) {
+    v1::AttachRequest req;
+    req.set_project(project);
+    req.set_job_id(job);
+    req.set_gpu_type("H100");
+    v1::AttachResponse resp;
+    EXPECT_EQ(client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), req, &resp).code(),
+              absl::StatusCode::kInvalidArgument)
+        << project.size() << " " << job;
+  }
+  v1::AttachRequest longest;
+  longest.set_project(std::string(128, 'p'));
+  longest.set_job_id(std::string(128, 'j'));
+  longest.set_gpu_type("H100");
+  v1::AttachResponse resp;
+  EXPECT_TRUE(client_->Call(&v1::Cluster::Stub::Attach, client_->cluster(), longest, &resp).ok());
+  ExpectUnchanged();
+}
+
+// One tenant's scope names another's inode numbers and chunk ids (guessed,
+// or learnt elsewhere): the server answers from the caller's scope only.
+TEST_F(BadInputTest, AnotherScopeCannotReachThisScopesInodesOrChunks) {
+  auto map = fs_->ChunkMapOf(file_.ino);
+  ASSERT_TRUE(map.ok()) << map.status();
+  ASSERT_EQ(map->chunks_size(), 1);
+  auto id = ChunkId::FromBytes(map->chunks(0).id());
+  ASSERT_TRUE(id.ok());
+  RemoteFs other(client_.get(), *Scope::Parse("project:other-tenant"));
+  ASSERT_TRUE(other.Open().ok());
+  EXPECT_EQ(ToErrno(other.GetAttr(file_.ino).status()), ENOENT);
+  EXPECT_EQ(ToErrno(other.GetAttr(dir_ino_).status()), ENOENT);
+  // A parent unknown in this scope: ESTALE, as for a deleted directory.
+  EXPECT_EQ(ToErrno(other.Lookup(dir_ino_, "file").status()), ESTALE);
+  EXPECT_FALSE(other.Read(file_.ino).ok());
+  EXPECT_EQ(ToErrno(other.ChunkMapOf(file_.ino).status()), ENOENT);
+  auto chunk = client_->GetChunk(other.scope(), *id);
+  EXPECT_EQ(chunk.status().code(), absl::StatusCode::kNotFound) << chunk.status();
+  auto sizes = client_->HasChunks(other.scope(), {*id});
+  ASSERT_TRUE(sizes.ok()) << sizes.status();
+  EXPECT_EQ((*sizes)[0], -1);
+  // Nor can it change them.
+  EXPECT_FALSE(other.Create(dir_ino_, "planted").ok());
+  EXPECT_FALSE(other.Rename(dir_ino_, "file", kRootInode, "stolen").ok());
   ExpectUnchanged();
 }
 

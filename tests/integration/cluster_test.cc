@@ -86,14 +86,20 @@ gpu_types = ["H100", "A100"]
   }
 
   // A node daemon of `server`'s cluster that can attach jobs.
-  NodeProcess& StartNode(ServerProcess& server, const std::string& name) {
+  NodeProcess& StartNode(ServerProcess& server, const std::string& name,
+                         const std::vector<std::string>& extra_args = {}) {
     std::filesystem::create_directories(dir_.Sub(name));
     nodes_.push_back(std::make_unique<NodeProcess>(dir_.Sub(name), server.address(),
                                                    server.token_file()));
     NodeProcess& node = *nodes_.back();
-    absl::Status started =
-        node.Start({}, {"--scratch-dir", dir_.Sub(name) + "/scratch", "--unmount-grace-seconds",
-                        "1", "--scope-check-interval-ms", "200"});
+    std::vector<std::string> args = {"--scratch-dir",
+                                     dir_.Sub(name) + "/scratch",
+                                     "--unmount-grace-seconds",
+                                     "1",
+                                     "--scope-check-interval-ms",
+                                     "200"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    absl::Status started = node.Start({}, args);
     EXPECT_TRUE(started.ok()) << started;
     return node;
   }
@@ -316,6 +322,48 @@ TEST_F(ClusterTest, TwoJobsShareOneMountAndDetachKeepsTheOtherWorking) {
   ASSERT_EQ(c.code, 0) << c.output;
   EXPECT_EQ(ReadFile(project_mnt + "/from-b"), "written by b");
   EXPECT_EQ(ReadFile(project_mnt + "/open-at-detach"), "staged, not closed");
+}
+
+// A node daemon that serves only attached jobs never asks the server for a
+// scope none of its jobs uses: mount-scope is refused, an attached job's
+// scopes are served, and unmounted once its job detached.
+TEST_F(ClusterTest, AttachedScopesOnlyNodeRefusesScopesNoJobUses) {
+  NodeProcess& node = StartNode(*east_, "node-1", {"--attached-scopes-only"});
+  const std::string other_mnt = node.MountPoint(MustScope("project:other-tenant"));
+  Run refused = Cli(*east_, &node, {"mount-scope", "project:other-tenant"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_THAT(refused.output, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(refused.output, HasSubstr("serves only the scopes of attached jobs"));
+  EXPECT_FALSE(IsMounted(other_mnt));
+  // Nothing reached the server: the scope was not created.
+  v1::ListScopesResponse scopes;
+  auto client = east_->Client();
+  ASSERT_TRUE(client->Call(&v1::Admin::Stub::ListScopes, client->admin(), {}, &scopes).ok());
+  for (const std::string& scope : scopes.scopes()) EXPECT_NE(scope, "project:other-tenant");
+
+  Run a = Cli(*east_, &node, {"attach", "--project", "mine", "--gpu", "H100", "--job", "job-a"});
+  ASSERT_EQ(a.code, 0) << a.output;
+  const std::string mine = node.MountPoint(MustScope("project:mine"));
+  ASSERT_TRUE(IsMounted(mine));
+  ASSERT_EQ(WriteFile(mine + "/f", "attached"), 0);
+  EXPECT_EQ(ReadFile(mine + "/f"), "attached");
+  Run detach = Cli(*east_, &node, {"detach", "--job", "job-a"});
+  ASSERT_EQ(detach.code, 0) << detach.output;
+  EXPECT_TRUE(Eventually([&] { return !IsMounted(mine); }));
+  Run again = Cli(*east_, &node, {"mount-scope", "project:mine"});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_FALSE(IsMounted(mine));
+
+  // Flags that contradict it stop the daemon at start.
+  std::string log = dir_.Sub("node-flags.log");
+  EXPECT_EQ(
+      RunProgram({NodeBinary(), "--server", east_->address(), "--token-file", east_->token_file(),
+                  "--mount-root", dir_.Sub("m"), "--tier-dir", dir_.Sub("t"), "--staging-dir",
+                  dir_.Sub("s"), "--admin-socket", "", "--attached-scopes-only", "--scratch-dir",
+                  dir_.Sub("x"), "--scope", "project:mine"},
+                 log),
+      2);
+  EXPECT_THAT(Slurp(log), HasSubstr("cannot be given with --scope"));
 }
 
 TEST_F(ClusterTest, RefusedCliAttachMountsNothing) {

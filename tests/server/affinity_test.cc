@@ -176,12 +176,58 @@ TEST(ServerConfigTest, ClusterKeysAreCheckedAndNamed) {
     EXPECT_THAT(std::string(f.status().message()), HasSubstr("'" + bad.key + "'")) << bad.toml;
   }
   // A remote registry without its own token uses the server's.
-  auto c = ParseServerConfig("registry = \"10.0.0.1:7070\"");
+  auto c = ParseServerConfig("registry = \"10.0.0.1:7070\"\nregistry_tls_ca_file = \"/ca.crt\"");
   c->data_dir = "/d";
   c->token = "0123456789abcdef0123";
   auto f = FinalizeServerConfig(*c);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->registry_token, c->token);
+}
+
+// Plaintext only where nothing leaves the machine; TLS keys that go together.
+TEST(ServerConfigTest, TlsKeysAreCheckedAndNamed) {
+  struct Case {
+    std::string toml, key;
+  };
+  for (const Case& bad : std::vector<Case>{
+           {"listen = \"0.0.0.0:7070\"", "listen"},
+           {"listen = \"10.1.2.3:7070\"", "listen"},
+           {"listen = \"127.0.0.1.evil.example:7070\"", "listen"},
+           // The message names the key that is missing.
+           {"tls_cert_file = \"/c\"", "tls_key_file"},
+           {"tls_key_file = \"/k\"", "tls_cert_file"},
+           {"tls_client_ca_file = \"/ca\"", "tls_client_ca_file"},
+           {"registry_tls_ca_file = \"/ca\"", "registry_tls_ca_file"},
+           {"registry = \"10.0.0.1:7070\"", "registry"},
+           {"allow_insecure = 1", "allow_insecure"},
+       }) {
+    auto c = ParseServerConfig(bad.toml);
+    absl::Status s = c.status();
+    if (c.ok()) {
+      c->data_dir = "/d";
+      c->token = "0123456789abcdef0123";
+      s = FinalizeServerConfig(*c).status();
+    }
+    ASSERT_FALSE(s.ok()) << bad.toml;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("'" + bad.key + "'")) << bad.toml;
+  }
+  for (const std::string& good : {
+           "listen = \"127.0.0.1:7070\"",
+           "listen = \"localhost:7070\"",
+           "listen = \"[::1]:7070\"",
+           "listen = \"unix:/run/traincache/server.sock\"",
+           "listen = \"0.0.0.0:7070\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"",
+           "listen = \"0.0.0.0:7070\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\n"
+           "tls_client_ca_file = \"/ca\"",
+           "listen = \"0.0.0.0:7070\"\nallow_insecure = true",
+           "registry = \"10.0.0.1:7070\"\nallow_insecure = true",
+       }) {
+    auto c = ParseServerConfig(good);
+    ASSERT_TRUE(c.ok()) << good << ": " << c.status();
+    c->data_dir = "/d";
+    c->token = "0123456789abcdef0123";
+    EXPECT_TRUE(FinalizeServerConfig(*c).ok()) << good << ": " << FinalizeServerConfig(*c).status();
+  }
 }
 
 }  // namespace

@@ -130,7 +130,10 @@ std::unique_ptr<rpc::ServerClient> ServerProcess::Client() const {
 
 std::unique_ptr<rpc::ServerClient> ServerProcess::ClientWithToken(const std::string& token) const {
   return std::make_unique<rpc::ServerClient>(
-      rpc::ClientOptions{.target = address_, .token = token, .deadline = std::chrono::seconds(30)});
+      rpc::ClientOptions{.target = address_,
+                         .token = token,
+                         .deadline = std::chrono::seconds(30),
+                         .tls = client_tls_});
 }
 
 uint64_t ServerProcess::Counter(const std::string& name) const {

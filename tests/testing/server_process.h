@@ -36,6 +36,9 @@ class ServerProcess {
   // capabilities) from the next Start on; the prefix must exec the server,
   // whose PID is then the one stopped.
   void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
+  // How Client() and the readiness Ping dial the server (a server started
+  // with --tls-cert-file needs a client that trusts its CA).
+  void set_client_tls(rpc::ClientTls tls) { client_tls_ = std::move(tls); }
   // SIGTERM and wait; returns the exit status (as from waitpid), -1 if none.
   int Stop();
   // SIGKILL and wait (a crash).
@@ -57,6 +60,7 @@ class ServerProcess {
  private:
   std::string data_dir_, work_dir_, address_, token_, token_file_, log_file_;
   std::vector<std::string> prefix_;
+  rpc::ClientTls client_tls_;
   pid_t pid_ = -1;
 };
 
