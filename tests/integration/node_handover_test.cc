@@ -305,8 +305,13 @@ TEST_F(NodeHandoverTest, AReaderReadsOnThroughAHandOverAndThroughAKillAndRestart
 
   // 1. A hand-over (an upgrade): SIGUSR2, exit 75 (the unit restarts on
   // it), the mount stays.
+  auto signalled = Clock::now();
   int status = node_->SignalAndWait(SIGUSR2);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 75) << status;
+  std::cout
+      << "handed over and exited in "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - signalled).count()
+      << " ms\n";
   ASSERT_TRUE(IsMounted(mnt_));
   RestartWithStore(1);
   EXPECT_TRUE(ReaderAdvances(data.size() + kMiB, std::chrono::seconds(60)))
