@@ -681,6 +681,7 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
     m->session_fd_ = m->options_.takeover_fd;
     m->replay_init_ = m->state_.init_request;
     m->replay_pending_ = true;
+    m->replaying_ = true;
     m->state_fd_ = m->options_.state_fd;
   } else {
     if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
@@ -768,7 +769,8 @@ FuseMount::~FuseMount() {
 }
 
 ssize_t FuseMount::OnRead(int fd, void* buf, size_t len) {
-  {
+  // Only a takeover's first requests take the lock (the hot path does not).
+  if (replaying_.load(std::memory_order_acquire)) {
     std::unique_lock lock(state_mu_);
     if (!replay_init_.empty()) {
       // A takeover's first request: the kernel's INIT, as the first process
@@ -840,6 +842,7 @@ ssize_t FuseMount::OnWritev(int fd, struct iovec* iov, int count) {
     {
       std::lock_guard lock(state_mu_);
       replay_pending_ = false;
+      replaying_ = false;
     }
     replay_cv_.notify_all();
     return n;
@@ -903,6 +906,7 @@ void FuseMount::StopLoop() {
     // A loop stopped before the replayed INIT was answered.
     std::lock_guard lock(state_mu_);
     replay_pending_ = false;
+    replaying_ = false;
   }
   replay_cv_.notify_all();
   if (loop_.joinable()) loop_.join();

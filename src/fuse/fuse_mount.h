@@ -37,6 +37,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -192,6 +193,9 @@ class FuseMount final : public node::KernelCache {
   HandoverState state_;          // guarded by state_mu_
   std::string replay_init_;      // guarded by state_mu_: the INIT still to replay
   bool replay_pending_ = false;  // guarded by state_mu_: its reply not seen yet
+  // Set (under state_mu_) with replay_pending_ at a takeover, cleared with
+  // it: read without the lock by every OnRead.
+  std::atomic<bool> replaying_{false};
   std::condition_variable replay_cv_;
   std::mutex adopted_mu_;
   std::map<uint64_t, uint64_t> adopted_;  // earlier process's fh -> ours; adopted_mu_
