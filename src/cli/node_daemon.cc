@@ -48,14 +48,50 @@ absl::StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::Start(NodeDaemonOptions 
     // Root only: the socket mounts and unmounts caches.
     chmod(d->options_.admin_socket.c_str(), 0600);
   }
+  // Before the admin endpoint: what containers hold open waits for these.
+  d->TakeOverInherited();
   d->housekeeper_ = std::thread([raw = d.get()] { raw->HousekeepingLoop(); });
   return d;
 }
 
+void NodeDaemon::TakeOverInherited() {
+  std::map<std::string, StoredMount> inherited;
+  inherited.swap(options_.inherited);
+  std::lock_guard lock(mounts_mu_);
+  for (auto& [name, stored] : inherited) {
+    absl::StatusOr<Scope> scope = Scope::Parse(name);
+    absl::StatusOr<std::shared_ptr<Mounted>> m =
+        scope.ok() ? MountLocked(*scope, /*create=*/false, stored) : scope.status();
+    if (!m.ok()) {
+      // Nobody will serve that connection: the service manager lets it go,
+      // so its callers get ENOTCONN rather than waiting forever.
+      spdlog::error("{}: cannot serve the mount handed over: {}", name, m.status().ToString());
+      if (scope.ok()) RemoveStoredMount(*scope);
+      continue;
+    }
+    // Jobs attached before the restart are not known here: kept mounted
+    // until unmounted by hand, so no grace period unmounts it under them.
+    (*m)->manual = true;
+  }
+}
+
 NodeDaemon::~NodeDaemon() { Shutdown(); }
 
-absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(const Scope& scope,
-                                                                             bool create) {
+absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(
+    const Scope& scope, bool create, std::optional<StoredMount> inherited) {
+  // Descriptors of an inherited mount not passed on to a FuseMount are
+  // closed on every return.
+  auto close_inherited = [&] {
+    if (!inherited) return;
+    for (int fd : {inherited->fuse_fd, inherited->state_fd}) {
+      if (fd >= 0) close(fd);
+    }
+    inherited.reset();
+  };
+  struct Closer {
+    std::function<void()> fn;
+    ~Closer() { fn(); }
+  } closer{close_inherited};
   if (shut_down_) return absl::UnavailableError("the node daemon is shutting down");
   auto it = mounts_.find(scope.ToString());
   if (it != mounts_.end()) {
@@ -63,10 +99,22 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
     // The scope was deleted under this mount: whoever mounts it now wants
     // the new one. Processes still in the old mount get ENOTCONN.
     IGNORE_ERROR(it->second->mount->Unmount(/*force=*/true));
+    RemoveStoredMount(scope);
     mounts_.erase(it);
   }
   auto m = std::make_shared<Mounted>(
       scope, fmt::format("{}/{}/{}", options_.mount_root, scope.kind_name(), scope.id()));
+  fuse::HandoverState state;  // epoch 1: a new mount
+  if (inherited) {
+    ASSIGN_OR_RETURN(state, fuse::ReadHandoverState(inherited->state_fd));
+    if (state.mountpoint != m->mountpoint) {
+      return absl::FailedPreconditionError(
+          fmt::format("the connection handed over is mounted at {}, not at {} (--mount-root "
+                      "changed?)",
+                      state.mountpoint, m->mountpoint));
+    }
+    ++state.epoch;
+  }
   m->fs = std::make_unique<node::Filesystem>(
       scope, client_.get(), fetcher_.get(), tier_.get(),
       node::FilesystemOptions{.staging_dir = options_.staging_dir,
@@ -74,14 +122,25 @@ absl::StatusOr<std::shared_ptr<NodeDaemon::Mounted>> NodeDaemon::MountLocked(con
                               .create_scope = create,
                               .background_upload = options_.background_upload,
                               .upload_threads = options_.upload_threads,
-                              .upload_budget_bytes = options_.upload_budget_bytes});
+                              .upload_budget_bytes = options_.upload_budget_bytes,
+                              .first_handle = fuse::FirstHandleOf(state.epoch)});
+  // A crashed earlier process's staged writes are committed here, before
+  // anything is served.
   RETURN_IF_ERROR(m->fs->Init().status());
-  ASSIGN_OR_RETURN(m->mount,
-                   fuse::FuseMount::Mount(
-                       m->fs.get(), fuse::FuseMountOptions{.mountpoint = m->mountpoint,
-                                                           .locks = locks_.get(),
-                                                           .metrics = options_.metrics,
-                                                           .passthrough = options_.passthrough}));
+  fuse::FuseMountOptions mount_options{.mountpoint = m->mountpoint,
+                                       .locks = locks_.get(),
+                                       .metrics = options_.metrics,
+                                       .passthrough = options_.passthrough,
+                                       .state = state};
+  if (inherited) {
+    mount_options.takeover_fd = inherited->fuse_fd;
+    mount_options.state_fd = inherited->state_fd;
+    inherited.reset();  // The FuseMount owns them now.
+  }
+  const bool takeover = mount_options.takeover_fd >= 0;
+  ASSIGN_OR_RETURN(m->mount, fuse::FuseMount::Mount(m->fs.get(), std::move(mount_options)));
+  // Kept by the service manager from now on (a takeover's already are).
+  if (!takeover) StoreMount(scope, m->mount->session_fd(), m->mount->state_fd());
   if (options_.metadata_ttl.count() > 0) {
     m->watcher =
         std::make_unique<node::MetadataWatcher>(m->fs.get(), client_.get(), m->mount.get());
@@ -120,6 +179,7 @@ absl::Status NodeDaemon::Unmount(const Scope& scope) {
   // Refused while a process uses the mount. When it succeeds every file was
   // closed, so every release (and its commit) has already run.
   RETURN_IF_ERROR(it->second->mount->Unmount(/*force=*/false));
+  RemoveStoredMount(scope);
   mounts_.erase(it);
   return absl::OkStatus();
 }
@@ -294,6 +354,7 @@ void NodeDaemon::UnmountIdle() {
     }
     spdlog::info("{}: unmounted, no job has used it for {} ms", it->first,
                  options_.unmount_grace.count());
+    RemoveStoredMount(m.scope);
     it = mounts_.erase(it);
   }
 }
@@ -387,6 +448,39 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
   return out;
 }
 
+void NodeDaemon::HandOver() {
+  if (admin_) {
+    admin_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    admin_.reset();
+  }
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (housekeeper_.joinable()) housekeeper_.join();
+  std::lock_guard lock(mounts_mu_);
+  shut_down_ = true;
+  for (auto& [name, m] : mounts_) {
+    m->watcher.reset();
+    // First no request is served any more, then what open files staged is
+    // committed: the next process adopts their handles over that version.
+    // What cannot be committed stays journaled and is its Init's.
+    IGNORE_ERROR(m->mount->Detach());
+    if (absl::Status committed = m->fs->CommitAll(); !committed.ok()) {
+      spdlog::error(
+          "{}: staged writes not committed before the hand-over (the next process "
+          "recovers them from the staging journal): {}",
+          name, committed.ToString());
+    }
+    spdlog::info("{}: handed over at {}", name, m->mountpoint);
+  }
+  mounts_.clear();
+  // The next process has a lease of its own: locks taken through this one
+  // are freed now rather than at the lease's end.
+  if (locks_) locks_->Close();
+}
+
 void NodeDaemon::Shutdown() {
   if (admin_) {
     admin_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -403,7 +497,10 @@ void NodeDaemon::Shutdown() {
   // Forced: a file still open in a container does not keep the daemon from
   // stopping. Its staged writes stay in the staging folder (journal) and are
   // committed at the next mount of the scope.
-  for (auto& [name, m] : mounts_) IGNORE_ERROR(m->mount->Unmount(/*force=*/true));
+  for (auto& [name, m] : mounts_) {
+    IGNORE_ERROR(m->mount->Unmount(/*force=*/true));
+    RemoveStoredMount(m->scope);
+  }
   mounts_.clear();
   // Nothing can use this node's locks any more: free them for the others now
   // rather than after the lease.

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/fd_store.h"
 #include "fuse/fuse_mount.h"
 #include "node/chunk_fetcher.h"
 #include "node/filesystem.h"
@@ -80,6 +81,12 @@ struct NodeDaemonOptions {
   bool background_upload = true;
   size_t upload_threads = 4;
   uint64_t upload_budget_bytes = 32ull << 20;
+  // Mounts an earlier process of this daemon served, handed over by the
+  // service manager's fd store (fd_store.h TakeStoredMounts): Start serves
+  // each one on, with no unmount, before anything else. Every mount this
+  // daemon makes is stored there in turn (StoreMount) and removed when it is
+  // unmounted.
+  std::map<std::string, StoredMount> inherited;
 };
 
 class NodeDaemon final : public v1::NodeAdmin::CallbackService {
@@ -106,6 +113,12 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
   // cleanly where nothing uses it (every close already committed), forced
   // where something does (its staged writes are recovered at the next mount).
   void Shutdown();
+  // Stops serving every mount without unmounting it, for the next process
+  // to take over (issue 7): commits what is staged (as a detach would), ends
+  // the session loops and lock waits, leaves the FUSE connections with the
+  // fd store. Callers of the mounts wait (they get no error) until the next
+  // process serves them. Then the daemon is shut down as by Shutdown.
+  void HandOver();
 
   grpc::ServerUnaryReactor* MountScope(grpc::CallbackServerContext*,
                                        const v1::MountScopeRequest*,
@@ -147,7 +160,12 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
   // The mount of `scope`, mounting it if needed (a mount whose scope was
   // deleted is replaced).
   // Requires mounts_mu_.
-  absl::StatusOr<std::shared_ptr<Mounted>> MountLocked(const Scope& scope, bool create);
+  // With `inherited`, the mount an earlier process served is served on
+  // (FuseMount takeover) instead of mounted anew.
+  absl::StatusOr<std::shared_ptr<Mounted>> MountLocked(const Scope& scope, bool create,
+                                                       std::optional<StoredMount> inherited = {});
+  // Serves on every mount of options_.inherited (Start).
+  void TakeOverInherited();
   void HousekeepingLoop();
   void UnmountIdle();
   void CheckScopes();

@@ -18,8 +18,10 @@
 //                    [--tls-server-name NAME] | --insecure]
 //
 // Exits 2 on bad flags, 1 when a mount fails, 0 after SIGTERM/SIGINT (every
-// mount is committed and unmounted first). Under systemd (Type=notify) it
-// reports READY=1 only once every --scope mount answers a stat, and
+// mount is committed and unmounted first), 75 after SIGUSR2 (every mount
+// committed and handed over: left mounted, its connection kept by systemd's fd store
+// for the next process, which serves it on; see cli/fd_store.h). Under
+// systemd (Type=notify) it reports READY=1 only once every --scope mount answers a stat, and
 // STOPPING=1 on a stop signal.
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -30,12 +32,17 @@
 #include <map>
 
 #include "common/malloc_tuning.h"
+#include "cli/fd_store.h"
 #include "cli/node_daemon.h"
 #include "cli/service_notify.h"
 #include "metrics/counter_families.h"
 #include "metrics/metrics_endpoint.h"
 
 using namespace traincache;
+
+// The exit code after SIGUSR2 (EX_TEMPFAIL): the mounts were handed over and
+// wait for the next process.
+constexpr int kExitHandedOver = 75;
 
 int main(int argc, char** argv) {
   TuneMallocForChunkBuffers();
@@ -121,11 +128,15 @@ int main(int argc, char** argv) {
                "plaintext to a server that is not on this machine (the token crosses the "
                "network in the clear)");
   CLI11_PARSE(app, argc, argv);
+  // First: the descriptors systemd passed (fds 3 and up) must not be taken
+  // for something else before they are claimed.
+  std::map<std::string, cli::StoredMount> inherited = cli::TakeStoredMounts();
 
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [node] %v");
@@ -189,7 +200,8 @@ int main(int argc, char** argv) {
       .metadata_ttl = std::chrono::milliseconds(metadata_ttl_ms),
       .background_upload = background_upload,
       .upload_threads = upload_threads,
-      .upload_budget_bytes = upload_budget_bytes});
+      .upload_budget_bytes = upload_budget_bytes,
+      .inherited = std::move(inherited)});
   if (!daemon.ok()) {
     std::cerr << "traincache-node: " << daemon.status().message() << "\n";
     return 1;
@@ -229,6 +241,15 @@ int main(int argc, char** argv) {
     cli::NotifyReady(serving);
     int sig = 0;
     sigwait(&stop_signals, &sig);
+    if (sig == SIGUSR2) {
+      spdlog::info("received SIGUSR2, handing every mount over to the next process");
+      cli::NotifyStopping("committing and handing the mounts over (they stay mounted)");
+      if (metrics) metrics->Stop();
+      (*daemon)->HandOver();
+      // Not 0: the unit restarts the daemon on it (RestartForceExitStatus=)
+      // and counts it a success (SuccessExitStatus=), not a failure.
+      return kExitHandedOver;
+    }
     spdlog::info("received {}, unmounting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     cli::NotifyStopping("committing and unmounting every scope");
   }

@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -45,6 +48,27 @@ using node::Filesystem;
 
 // Reads and writes of up to 1 MiB per request.
 constexpr unsigned kMaxIo = 1u << 20;
+
+// The unique of the INIT a taking-over process replays to its own session:
+// never one of the kernel's (its counter starts at 0 and steps by 2; bit 63
+// marks resent requests, bit 0 interrupts).
+constexpr uint64_t kReplayedInitUnique = (uint64_t{1} << 62) | 0x10;
+// FUSE_INIT's opcode, and the notification that makes the kernel queue again
+// every request a daemon read but did not answer (Linux 6.9,
+// include/uapi/linux/fuse.h: FUSE_NOTIFY_RESEND).
+constexpr uint32_t kOpcodeInit = 26;
+constexpr int32_t kNotifyResend = 7;
+
+// Declares `var`, this process's handle for the request's file handle
+// (FuseMount::OwnHandle), or replies the error and returns.
+#define TC_OWN_HANDLE(var, req, ino, fi, flags, dir)                                       \
+  uint64_t var = 0;                                                                        \
+  if (absl::StatusOr<uint64_t> tc_own = MountOf(req).OwnHandle(ino, (fi)->fh, flags, dir); \
+      tc_own.ok()) {                                                                       \
+    var = *tc_own;                                                                         \
+  } else {                                                                                 \
+    return ReplyErr(req, tc_own.status());                                                 \
+  }
 
 // The session's userdata is its FuseMount.
 FuseMount& MountOf(fuse_req_t req) { return *static_cast<FuseMount*>(fuse_req_userdata(req)); }
@@ -151,7 +175,10 @@ void OpSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse
     set.mtime = Timespec{st->st_mtim.tv_sec, static_cast<uint32_t>(st->st_mtim.tv_nsec)};
   }
   std::optional<uint64_t> fh;
-  if (fi) fh = fi->fh;
+  if (fi) {
+    TC_OWN_HANDLE(own, req, ino, fi, fi->flags, false);
+    fh = own;
+  }
   const uint64_t ticket = Fs(req).CacheTicket();
   auto attr = Fs(req).SetAttr(ino, set, fh);
   if (!attr.ok()) return ReplyErr(req, attr.status());
@@ -238,14 +265,16 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto data = Fs(req).Read(ino, fi->fh, static_cast<uint64_t>(off), size);
+  TC_OWN_HANDLE(fh, req, ino, fi, fi->flags, false);
+  auto data = Fs(req).Read(ino, fh, static_cast<uint64_t>(off), size);
   if (!data.ok()) return ReplyErr(req, data.status());
   fuse_reply_buf(req, data->data(), data->size());
 }
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi) {
-  auto n = Fs(req).Write(ino, fi->fh, static_cast<uint64_t>(off), std::string_view(buf, size));
+  TC_OWN_HANDLE(fh, req, ino, fi, fi->flags, false);
+  auto n = Fs(req).Write(ino, fh, static_cast<uint64_t>(off), std::string_view(buf, size));
   if (!n.ok()) return ReplyErr(req, n.status());
   fuse_reply_write(req, *n);
 }
@@ -253,15 +282,21 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // close(2) drops every POSIX lock the process holds on the file.
   MountOf(req).ReleaseOwnerLocks(LockKind::kPosix, ino, fi->lock_owner, fi->fh);
-  fuse_reply_err(req, ToErrno(Fs(req).Flush(ino, fi->fh)));
+  // An earlier process's handle: adopted read-only unless used already (a
+  // FLUSH carries no open flags), so it commits what this process staged
+  // through it, if anything.
+  TC_OWN_HANDLE(fh, req, ino, fi, O_RDONLY, false);
+  fuse_reply_err(req, ToErrno(Fs(req).Flush(ino, fh)));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The last close of an open file drops its flock lock.
   if (fi->flock_release) MountOf(req).ReleaseOwnerLocks(LockKind::kFlock, ino, fi->fh, fi->fh);
-  Fs(req).Release(ino, fi->fh);
+  const std::optional<uint64_t> fh = MountOf(req).ReleaseHandle(fi->fh);
+  if (!fh) return static_cast<void>(fuse_reply_err(req, 0));
+  Fs(req).Release(ino, *fh);
   if (Passthrough* pt = MountOf(req).passthrough()) {
-    if (std::optional<uint64_t> version = pt->Release(ino, fi->fh)) {
+    if (std::optional<uint64_t> version = pt->Release(ino, *fh)) {
       Fs(req).DistrustImage(ino, *version);
     }
   }
@@ -269,7 +304,8 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(Fs(req).Fsync(ino, fi->fh, datasync != 0)));
+  TC_OWN_HANDLE(fh, req, ino, fi, O_RDONLY, false);
+  fuse_reply_err(req, ToErrno(Fs(req).Fsync(ino, fh, datasync != 0)));
 }
 
 void OpOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -279,13 +315,15 @@ void OpOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_open(req, fi);
 }
 
-void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                   bool plus) {
   Filesystem& fs = Fs(req);
+  TC_OWN_HANDLE(fh, req, ino, fi, O_RDONLY, true);
   std::vector<char> buf(size);
   size_t used = 0;
   std::vector<InodeId> looked_up;  // readdirplus entries that counted a lookup
   absl::Status status =
-      fs.ReadDir(fi->fh, static_cast<uint64_t>(off), plus, [&](const node::DirListEntry& e) {
+      fs.ReadDir(fh, static_cast<uint64_t>(off), plus, [&](const node::DirListEntry& e) {
         std::string name(e.name);
         size_t need;
         if (plus) {
@@ -318,16 +356,16 @@ void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, b
   }
 }
 
-void OpReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReadDirCommon(req, size, off, fi, /*plus=*/false);
+void OpReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, /*plus=*/false);
 }
 
-void OpReadDirPlus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReadDirCommon(req, size, off, fi, /*plus=*/true);
+void OpReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, /*plus=*/true);
 }
 
 void OpReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  Fs(req).ReleaseDir(fi->fh);
+  if (std::optional<uint64_t> fh = MountOf(req).ReleaseHandle(fi->fh)) Fs(req).ReleaseDir(*fh);
   fuse_reply_err(req, 0);
 }
 
@@ -368,13 +406,12 @@ void OpRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   fuse_reply_err(req, ToErrno(Fs(req).RemoveXattr(ino, name)));
 }
 
-// The session's I/O when passthrough is wanted (the session's userdata is
-// its FuseMount).
+// The session's I/O (the session's userdata is its FuseMount).
 ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
-  return static_cast<FuseMount*>(userdata)->passthrough()->OnRead(fd, buf, len);
+  return static_cast<FuseMount*>(userdata)->OnRead(fd, buf, len);
 }
 ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
-  return static_cast<FuseMount*>(userdata)->passthrough()->OnWritev(fd, iov, count);
+  return static_cast<FuseMount*>(userdata)->OnWritev(fd, iov, count);
 }
 
 // The FUSE connection number of the mount at `mountpoint`: the minor device
@@ -656,7 +693,9 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
         std::vector<std::string>(std::begin(kOpNames), std::end(kOpNames)));
   }
   std::error_code ec;
-  std::filesystem::create_directories(m->options_.mountpoint, ec);
+  // Not for a takeover: a stat of a mount nobody serves yet would wait for
+  // this very process.
+  if (m->options_.takeover_fd < 0) std::filesystem::create_directories(m->options_.mountpoint, ec);
   if (ec) {
     return absl::InternalError(
         fmt::format("cannot create mountpoint {}: {}", m->options_.mountpoint, ec.message()));
@@ -670,31 +709,80 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   const fuse_lowlevel_ops& ops = m->options_.locks ? kOpsWithLocks : kOps;
   m->session_ = fuse_session_new(&args, &ops, sizeof(ops), m.get());
-  if (!m->session_) return absl::InternalError("fuse_session_new failed (bad mount options?)");
-  if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
-    fuse_session_destroy(m->session_);
-    m->session_ = nullptr;
-    return absl::InternalError(
-        fmt::format("cannot mount {} (is /dev/fuse there, are we root?)", m->options_.mountpoint));
+  if (!m->session_) {
+    if (m->options_.takeover_fd >= 0) close(m->options_.takeover_fd);
+    return absl::InternalError("fuse_session_new failed (bad mount options?)");
+  }
+  const bool takeover = m->options_.takeover_fd >= 0;
+  m->state_ = m->options_.state;
+  m->state_.mountpoint = m->options_.mountpoint;
+  m->first_handle_ = FirstHandleOf(m->state_.epoch);
+  if (takeover) {
+    if (m->state_.init_request.empty()) {
+      fuse_session_destroy(m->session_);
+      m->session_ = nullptr;
+      close(m->options_.takeover_fd);
+      return absl::FailedPreconditionError(
+          fmt::format("{}: the connection handed over has no recorded INIT; cannot serve it",
+                      m->options_.mountpoint));
+    }
+    m->session_fd_ = m->options_.takeover_fd;
+    m->replay_init_ = m->state_.init_request;
+    m->replay_pending_ = true;
+    m->replaying_ = true;
+    m->state_fd_ = m->options_.state_fd;
+  } else {
+    if (fuse_session_mount(m->session_, m->options_.mountpoint.c_str()) != 0) {
+      fuse_session_destroy(m->session_);
+      m->session_ = nullptr;
+      return absl::InternalError(fmt::format("cannot mount {} (is /dev/fuse there, are we root?)",
+                                             m->options_.mountpoint));
+    }
+    m->session_fd_ = fuse_session_fd(m->session_);
   }
   m->mounted_ = true;
   {
     std::lock_guard lock(m->notify_mu_);
     m->notify_ok_ = true;
   }
+  // The state beside the descriptor: a new memfd, or the one handed over
+  // with the bumped epoch (a crash of this process must not reuse it).
+  absl::Status state_status;
+  if (takeover) {
+    state_status = WriteHandoverState(m->state_fd_, m->state_);
+  } else if (absl::StatusOr<int> fd = CreateHandoverFd(m->state_); fd.ok()) {
+    m->state_fd_ = *fd;
+  } else {
+    state_status = fd.status();
+  }
+  if (!state_status.ok()) {
+    spdlog::warn("fuse: {}: no hand-over state ({}); a restart will not keep this mount",
+                 m->options_.mountpoint, state_status.ToString());
+  }
+  // The loop's threads wait in poll() on the descriptor and on wake_fd_, so
+  // that Detach can end the loop without ending the connection: the
+  // descriptor is non-blocking (a thread woken with nothing left to read
+  // goes back to poll instead of blocking in read).
+  m->wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  const int flags = fcntl(m->session_fd_, F_GETFL);
+  // A takeover that fails leaves the mount alone (Detach: the connection
+  // stays with its other holders); a new mount is undone.
+  auto fail = [&](int err) {
+    IGNORE_ERROR(takeover ? m->Detach() : m->Unmount(/*force=*/true));
+    return PosixError(err,
+                      fmt::format("{}: cannot set up the session's I/O", m->options_.mountpoint));
+  };
+  if (m->wake_fd_ < 0 || flags < 0 || fcntl(m->session_fd_, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return fail(errno);
+  }
   if (m->options_.passthrough) {
     m->passthrough_ = std::make_unique<Passthrough>(true, m->options_.mountpoint);
-    const int fd = fuse_session_fd(m->session_);
-    m->passthrough_->set_session_fd(fd);
-    fuse_custom_io io{};
-    io.read = IoRead;
-    io.writev = IoWritev;
-    if (int rc = fuse_session_custom_io(m->session_, &io, fd); rc != 0) {
-      spdlog::warn("fuse: {}: cannot hook the session's I/O ({}); no passthrough",
-                   m->options_.mountpoint, strerror(-rc));
-      m->passthrough_.reset();
-    }
+    m->passthrough_->set_session_fd(m->session_fd_);
   }
+  fuse_custom_io io{};
+  io.read = IoRead;
+  io.writev = IoWritev;
+  if (int rc = fuse_session_custom_io(m->session_, &io, m->session_fd_); rc != 0) return fail(-rc);
   // From mountinfo, not stat(): the loop is not serving yet, so a stat of
   // the mount would wait for an answer forever.
   m->connection_ = ConnectionOf(m->options_.mountpoint);
@@ -712,11 +800,181 @@ absl::StatusOr<std::unique_ptr<FuseMount>> FuseMount::Mount(node::Filesystem* fs
     fuse_loop_cfg_destroy(config);
     if (rc != 0) spdlog::warn("fuse: session loop of {} ended with {}", raw->mountpoint(), rc);
   });
-  spdlog::info("mounted {} at {}", fs->scope().ToString(), m->options_.mountpoint);
+  if (takeover) {
+    spdlog::info("took over the FUSE connection of {} at {} (process {} serving it)",
+                 fs->scope().ToString(), m->options_.mountpoint, m->state_.epoch);
+  } else {
+    spdlog::info("mounted {} at {}", fs->scope().ToString(), m->options_.mountpoint);
+  }
   return m;
 }
 
-FuseMount::~FuseMount() { IGNORE_ERROR(Unmount(/*force=*/true)); }
+FuseMount::~FuseMount() {
+  IGNORE_ERROR(Unmount(/*force=*/true));
+  if (state_fd_ >= 0) close(state_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+ssize_t FuseMount::OnRead(int fd, void* buf, size_t len) {
+  // Only a takeover's first requests take the lock (the hot path does not).
+  if (replaying_.load(std::memory_order_acquire)) {
+    std::unique_lock lock(state_mu_);
+    if (!replay_init_.empty()) {
+      // A takeover's first request: the kernel's INIT, as the first process
+      // got it, under a unique of ours (its reply goes nowhere: OnWritev).
+      const size_t n = std::min(len, replay_init_.size());
+      std::memcpy(buf, replay_init_.data(), n);
+      auto* in = static_cast<fuse_in_header*>(buf);
+      in->unique = kReplayedInitUnique;
+      replay_init_.clear();
+      lock.unlock();
+      if (passthrough_) passthrough_->OnRequest(buf, n);
+      return static_cast<ssize_t>(n);
+    }
+    // libfuse answers EIO to anything before INIT: no kernel request is
+    // read until the replayed one is done.
+    replay_cv_.wait(lock, [&] { return !replay_pending_; });
+  }
+  for (;;) {
+    ssize_t n = read(fd, buf, len);
+    if (n >= 0) {
+      const auto* in = static_cast<const fuse_in_header*>(buf);
+      if (static_cast<size_t>(n) >= sizeof(fuse_in_header) && in->opcode == kOpcodeInit) {
+        // Recorded for the next process (see the top of fuse_mount.h).
+        std::lock_guard lock(state_mu_);
+        state_.init_request.assign(static_cast<const char*>(buf), static_cast<size_t>(n));
+        if (state_fd_ >= 0) {
+          if (absl::Status s = WriteHandoverState(state_fd_, state_); !s.ok()) {
+            spdlog::warn("fuse: {}: INIT not recorded for a hand-over: {}", options_.mountpoint,
+                         s.ToString());
+          }
+        }
+      }
+      if (passthrough_) passthrough_->OnRequest(buf, static_cast<size_t>(n));
+      return n;
+    }
+    if (errno != EAGAIN) return n;  // ENODEV: unmounted or aborted; EINTR.
+    pollfd fds[2] = {{.fd = fd, .events = POLLIN, .revents = 0},
+                     {.fd = wake_fd_, .events = POLLIN, .revents = 0}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) return -1;
+    if (fds[1].revents & POLLIN) {
+      // Detach or Unmount: libfuse sees the session exited and ends the loop.
+      errno = EINTR;
+      return -1;
+    }
+    // Readable, or an error the next read reports (ENODEV).
+  }
+}
+
+ssize_t FuseMount::OnWritev(int fd, struct iovec* iov, int count) {
+  if (count >= 1 && iov[0].iov_len == sizeof(fuse_out_header) &&
+      static_cast<const fuse_out_header*>(iov[0].iov_base)->unique == kReplayedInitUnique) {
+    // The reply to the replayed INIT: not for the kernel, which answered
+    // the first one long ago (passthrough notes what it would have asked).
+    ssize_t n = 0;
+    if (passthrough_) {
+      n = passthrough_->OnWritev(-1, iov, count);
+    } else {
+      for (int i = 0; i < count; ++i) n += static_cast<ssize_t>(iov[i].iov_len);
+    }
+    // What the earlier process had read and not answered is lost to it:
+    // the kernel queues those requests again for this one.
+    fuse_out_header resend{.len = sizeof(fuse_out_header), .error = kNotifyResend, .unique = 0};
+    if (write(fd, &resend, sizeof(resend)) != static_cast<ssize_t>(sizeof(resend))) {
+      spdlog::warn(
+          "fuse: {}: the kernel cannot resend what the earlier process left unanswered "
+          "({}; Linux >= 6.9 can): those callers wait until interrupted",
+          options_.mountpoint, strerror(errno));
+    }
+    {
+      std::lock_guard lock(state_mu_);
+      replay_pending_ = false;
+      replaying_ = false;
+    }
+    replay_cv_.notify_all();
+    return n;
+  }
+  return passthrough_ ? passthrough_->OnWritev(fd, iov, count) : writev(fd, iov, count);
+}
+
+absl::StatusOr<uint64_t> FuseMount::OwnHandle(uint64_t ino, uint64_t fh, int flags, bool dir) {
+  if (fh >= first_handle_) return fh;
+  {
+    std::lock_guard lock(adopted_mu_);
+    if (auto it = adopted_.find(fh); it != adopted_.end()) return it->second;
+  }
+  // Opened again on the same inode: what the kernel's handle reads (or
+  // writes) from now on. No truncation or creation: those happened.
+  uint64_t own = 0;
+  if (dir) {
+    ASSIGN_OR_RETURN(own, fs_->OpenDir(ino));
+  } else {
+    ASSIGN_OR_RETURN(node::OpenReply opened, fs_->Open(ino, flags & (O_ACCMODE | O_APPEND)));
+    own = opened.fh;
+  }
+  {
+    std::lock_guard lock(adopted_mu_);
+    auto [it, added] = adopted_.emplace(fh, own);
+    if (added) {
+      spdlog::debug("fuse: {}: handle {} of ino {} from an earlier process adopted as {}",
+                    options_.mountpoint, fh, ino, own);
+      return own;
+    }
+    // Another request of the same handle adopted it first: keep that one.
+    const uint64_t theirs = it->second;
+    if (dir) {
+      fs_->ReleaseDir(own);
+    } else {
+      fs_->Release(ino, own);
+    }
+    return theirs;
+  }
+}
+
+std::optional<uint64_t> FuseMount::ReleaseHandle(uint64_t fh) {
+  if (fh >= first_handle_) return fh;
+  std::lock_guard lock(adopted_mu_);
+  auto it = adopted_.find(fh);
+  if (it == adopted_.end()) return std::nullopt;
+  const uint64_t own = it->second;
+  adopted_.erase(it);
+  return own;
+}
+
+void FuseMount::StopLoop() {
+  fuse_session_exit(session_);
+  // Stays readable: every thread in poll wakes, each one sees the exit.
+  const uint64_t one = 1;
+  if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof(one)) != sizeof(one)) {
+    spdlog::warn("fuse: {}: cannot wake the session loop: {}", options_.mountpoint,
+                 strerror(errno));
+  }
+  {
+    // A loop stopped before the replayed INIT was answered.
+    std::lock_guard lock(state_mu_);
+    replay_pending_ = false;
+    replaying_ = false;
+  }
+  replay_cv_.notify_all();
+  if (loop_.joinable()) loop_.join();
+}
+
+absl::Status FuseMount::Detach() {
+  if (!mounted_) return absl::OkStatus();
+  mounted_ = false;
+  {
+    std::lock_guard lock(notify_mu_);
+    notify_ok_ = false;
+  }
+  StopLoop();
+  EndLockWaits();
+  // Closes this process's descriptor; the connection stays with the others.
+  fuse_session_destroy(session_);
+  session_ = nullptr;
+  session_fd_ = -1;
+  spdlog::info("stopped serving {} without unmounting it (hand-over)", options_.mountpoint);
+  return absl::OkStatus();
+}
 
 void FuseMount::InvalidateInodes(const std::vector<uint64_t>& inodes) {
   std::lock_guard lock(notify_mu_);
@@ -868,13 +1126,13 @@ absl::Status FuseMount::Unmount(bool force) {
     std::lock_guard lock(notify_mu_);
     notify_ok_ = false;
   }
-  fuse_session_exit(session_);
-  if (loop_.joinable()) loop_.join();
+  StopLoop();
   // Lock waits are answered from the lock client's threads: all of them
   // before the session (which their replies use) goes.
   EndLockWaits();
   fuse_session_destroy(session_);
   session_ = nullptr;
+  session_fd_ = -1;
   spdlog::info("unmounted {}", mp);
   return absl::OkStatus();
 }

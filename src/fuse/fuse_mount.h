@@ -14,13 +14,35 @@
 // It is the core's KernelCache (node/kernel_cache.h): the kernel
 // notifications of the change feed go through it. Thread-safe: Unmount may
 // be called from any thread, once.
+//
+// Restarts that keep the connection (issue 7): the session reads and writes
+// /dev/fuse through its own I/O hooks, so a mount can be served by a later
+// process. Each mount keeps a HandoverState memfd (handover_state.h) beside
+// its descriptor; a caller that keeps both (systemd's fd store) lets the next
+// process Mount with FuseMountOptions::takeover_fd: no mount, the same
+// connection. That process replays the kernel's INIT to its own session
+// (swallowing the reply: the kernel keeps what was negotiated first), then
+// asks the kernel to resend every request the earlier process had read but
+// not answered (FUSE_NOTIFY_RESEND, kernel >= 6.9), so callers that were
+// waiting get an answer instead of hanging. Node ids are the server's inode
+// numbers, so they mean the same in every process; a FORGET of an inode the
+// process does not know does nothing; an open file handle the kernel holds
+// from an earlier process (a number below FirstHandleOf(epoch)) is adopted
+// on first use: opened again on the same inode with the flags the request
+// carries (a reader reads on; a writer's later writes are staged on top of
+// what the earlier process committed or its journal recovered), and closed
+// at its RELEASE.
 #ifndef TRAINCACHE_FUSE_FUSE_MOUNT_H_
 #define TRAINCACHE_FUSE_FUSE_MOUNT_H_
 
+#include <sys/uio.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -29,6 +51,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "fuse/handover_state.h"
 #include "fuse/passthrough.h"
 #include "node/filesystem.h"
 #include "node/kernel_cache.h"
@@ -58,6 +81,16 @@ struct FuseMountOptions {
   // FUSE passthrough for files complete in the node tier (passthrough.h),
   // where the kernel allows it.
   bool passthrough = true;
+  // Serve an existing connection instead of mounting (see the top): the
+  // /dev/fuse descriptor of the mount at `mountpoint` (the FuseMount owns it
+  // from now on) and its HandoverState memfd (kept open, rewritten with
+  // `state`). -1: mount anew, with a new memfd.
+  int takeover_fd = -1;
+  int state_fd = -1;
+  // The state to record: its epoch numbers this process's handles (the
+  // Filesystem must have been given FirstHandleOf(state.epoch)); with
+  // takeover_fd, its init_request is replayed.
+  HandoverState state;
 };
 
 class FuseMount final : public node::KernelCache {
@@ -74,6 +107,27 @@ class FuseMount final : public node::KernelCache {
   // stay on disk for the next mount). An unmount that succeeded found no open
   // file, so every release (and its commit) has already run.
   absl::Status Unmount(bool force = false);
+  // Stops serving without unmounting (a hand-over to the next process): the
+  // loop ends, lock waits are answered, the session and its descriptor are
+  // closed. The connection lives on while another holder of the descriptor
+  // (the fd store) keeps it; what the kernel sends meanwhile waits for the
+  // next process. Requests this process had read and dropped are resent to
+  // that one. Once, instead of Unmount.
+  absl::Status Detach();
+  // The /dev/fuse descriptor and the HandoverState memfd to keep for the
+  // next process (valid until Unmount or Detach).
+  int session_fd() const { return session_fd_; }
+  int state_fd() const { return state_fd_; }
+  // The session's I/O hooks (read(2) and writev(2) contracts).
+  ssize_t OnRead(int fd, void* buf, size_t len);
+  ssize_t OnWritev(int fd, struct iovec* iov, int count);
+  // The handle of this process for the kernel's file handle `fh` of `ino`:
+  // `fh` itself, or, for an earlier process's handle, the one opened for it
+  // (now, with `flags`, if it is the first use; `dir`: a directory handle).
+  absl::StatusOr<uint64_t> OwnHandle(uint64_t ino, uint64_t fh, int flags, bool dir);
+  // At RELEASE of `fh`: the handle to release, or nullopt for an earlier
+  // process's handle never used here (nothing to release).
+  std::optional<uint64_t> ReleaseHandle(uint64_t fh);
   const std::string& mountpoint() const { return options_.mountpoint; }
   // Tells the kernel to drop what it caches of these inodes (attributes and
   // pages), so its next access asks the daemon. Not from inside a callback.
@@ -133,6 +187,24 @@ class FuseMount final : public node::KernelCache {
   std::map<std::tuple<LockKind, uint64_t, uint64_t>, uint64_t> lock_owners_;
   std::unique_ptr<metrics::LatencyHistograms> op_latency_;  // null without metrics
   std::unique_ptr<Passthrough> passthrough_;
+
+  // Stops the session loop (after fuse_session_exit): wakes the loop's
+  // threads waiting in OnRead.
+  void StopLoop();
+  int session_fd_ = -1;
+  int state_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: readable once the loop must end
+  uint64_t first_handle_ = 1;
+  std::mutex state_mu_;
+  HandoverState state_;          // guarded by state_mu_
+  std::string replay_init_;      // guarded by state_mu_: the INIT still to replay
+  bool replay_pending_ = false;  // guarded by state_mu_: its reply not seen yet
+  // Set (under state_mu_) with replay_pending_ at a takeover, cleared with
+  // it: read without the lock by every OnRead.
+  std::atomic<bool> replaying_{false};
+  std::condition_variable replay_cv_;
+  std::mutex adopted_mu_;
+  std::map<uint64_t, uint64_t> adopted_;  // earlier process's fh -> ours; adopted_mu_
   // Last: its thread may still answer a lock (TrackLockWait) until
   // EndLockWaits has seen every wait end, and goes before the rest.
   ThreadPool after_lock_{1};

@@ -27,9 +27,8 @@ Passthrough::Passthrough(bool wanted, std::string name)
 
 Passthrough::~Passthrough() = default;
 
-ssize_t Passthrough::OnRead(int fd, void* buf, size_t len) {
-  ssize_t n = read(fd, buf, len);
-  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+void Passthrough::OnRequest(const void* buf, size_t n) {
+  if (n < sizeof(fuse_in_header)) return;
   const auto* in = static_cast<const fuse_in_header*>(buf);
   if (in->opcode == abi::kOpcodeOpen || in->opcode == abi::kOpcodeCreate) {
     // Once negotiated, always: inodes keep their backing files after a
@@ -39,31 +38,36 @@ ssize_t Passthrough::OnRead(int fd, void* buf, size_t len) {
       open_uniques_.insert(in->unique);
       open_uniques_size_.store(open_uniques_.size(), std::memory_order_relaxed);
     }
-  } else if (in->opcode == abi::kOpcodeInit &&
-             static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
+  } else if (in->opcode == abi::kOpcodeInit && n >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
     fuse_init_in init;
     std::memcpy(&init, static_cast<const char*>(buf) + sizeof(fuse_in_header), sizeof(init));
     kernel_offers_ = (init.flags & FUSE_INIT_EXT) && (init.flags2 & abi::kFlags2Passthrough);
     init_unique_ = in->unique;
   }
-  return n;
+}
+
+ssize_t Passthrough::Send(int fd, struct iovec* iov, int count) {
+  if (fd >= 0) return writev(fd, iov, count);
+  ssize_t total = 0;
+  for (int i = 0; i < count; ++i) total += static_cast<ssize_t>(iov[i].iov_len);
+  return total;
 }
 
 ssize_t Passthrough::OnWritev(int fd, struct iovec* iov, int count) {
-  if (count < 1 || iov[0].iov_len != sizeof(fuse_out_header)) return writev(fd, iov, count);
+  if (count < 1 || iov[0].iov_len != sizeof(fuse_out_header)) return Send(fd, iov, count);
   const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
   const uint64_t init = init_unique_.load();
   if (init != 0 && out->unique == init) {
     init_unique_ = 0;
     return PatchInitReply(fd, iov, count);
   }
-  if (open_uniques_size_.load(std::memory_order_relaxed) == 0) return writev(fd, iov, count);
+  if (open_uniques_size_.load(std::memory_order_relaxed) == 0) return Send(fd, iov, count);
   // An OPEN reply is a fuse_open_out; a CREATE reply a fuse_entry_out and
   // then a fuse_open_out, in one buffer. Decided under the lock, written
   // after it (a write to /dev/fuse may wait on the kernel).
   char patched[sizeof(fuse_entry_out) + sizeof(fuse_open_out)];
   if (PatchOpenReply(*out, iov, count, patched)) iov[1].iov_base = patched;
-  return writev(fd, iov, count);
+  return Send(fd, iov, count);
 }
 
 bool Passthrough::PatchOpenReply(const fuse_out_header& out, const struct iovec* iov, int count,
@@ -95,19 +99,19 @@ bool Passthrough::PatchOpenReply(const fuse_out_header& out, const struct iovec*
 ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
   const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
   if (out->error != 0 || count != 2 || iov[1].iov_len != sizeof(fuse_init_out)) {
-    return writev(fd, iov, count);
+    return Send(fd, iov, count);
   }
   fuse_init_out init;
   std::memcpy(&init, iov[1].iov_base, sizeof(init));
-  if (!wanted_) return writev(fd, iov, count);
+  if (!wanted_) return Send(fd, iov, count);
   if (!kernel_offers_) {
     spdlog::info("{}: the kernel offers no FUSE passthrough; reads are served by the daemon",
                  name_);
-    return writev(fd, iov, count);
+    return Send(fd, iov, count);
   }
   if (init.flags & FUSE_WRITEBACK_CACHE) {
     spdlog::warn("{}: no FUSE passthrough with the writeback cache", name_);
-    return writev(fd, iov, count);
+    return Send(fd, iov, count);
   }
   init.flags |= FUSE_INIT_EXT;
   init.flags2 |= abi::kFlags2Passthrough;
@@ -119,7 +123,7 @@ ssize_t Passthrough::PatchInitReply(int fd, struct iovec* iov, int count) {
   // and their OPENs must already be tracked.
   negotiated_ = true;
   enabled_ = true;
-  ssize_t n = writev(fd, iov, count);
+  ssize_t n = Send(fd, iov, count);
   if (n < 0) {
     enabled_ = false;
   } else {

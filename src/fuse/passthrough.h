@@ -90,8 +90,12 @@ class Passthrough {
 
   PassthroughStats Stats() const;
 
-  // The session's I/O (same contract as read(2) and writev(2)).
-  ssize_t OnRead(int fd, void* buf, size_t len);
+  // The session's I/O: OnRequest sees each request read from the kernel (n
+  // bytes), OnWritev sends each reply (writev(2)'s contract). `fd` < 0:
+  // nothing is written, the reply is only looked at (the INIT a process
+  // replays when it takes over a connection, whose reply the kernel must
+  // not get: FuseMount).
+  void OnRequest(const void* buf, size_t n);
   ssize_t OnWritev(int fd, struct iovec* iov, int count);
 
  private:
@@ -110,6 +114,8 @@ class Passthrough {
   void CloseBacking(int backing_id);
   void CountLocked(InodeMode& m, uint64_t fh, uint64_t ino, Mode mode, bool writable);
   ssize_t PatchInitReply(int fd, struct iovec* iov, int count);
+  // writev(2) to `fd`, or (fd < 0) the length it would have written.
+  static ssize_t Send(int fd, struct iovec* iov, int count);
   // If `out` answers a tracked OPEN or CREATE of a handle that names a
   // backing file, copies the payload into `patched` with FOPEN_PASSTHROUGH
   // and the backing id set, and returns true.

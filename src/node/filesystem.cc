@@ -409,6 +409,7 @@ absl::StatusOr<InodeAttr> Filesystem::Init() {
     root->nlookup = std::max<uint64_t>(root->nlookup, 1);
     root->attr = r.root;
     root->attr_expiry = Clock::now() + options_.attr_ttl;
+    next_fh_ = std::max<uint64_t>(next_fh_, options_.first_handle);
   }
   RecoverStaged(dir);
   return r.root;

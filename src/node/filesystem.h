@@ -144,6 +144,11 @@ struct FilesystemOptions {
   // scope together: bounds the daemon's memory for big writes
   // (ChunkUploader::Options::budget_bytes).
   uint64_t upload_budget_bytes = 32ull << 20;
+  // Open file and directory handles are numbered from here on. A process
+  // that takes over a FUSE connection from an earlier one starts past every
+  // number that one may have handed out (fuse/handover_state.h), so the
+  // kernel's old handles are never mistaken for new ones.
+  uint64_t first_handle = 1;
 };
 
 struct CreateReply {

@@ -103,17 +103,33 @@ absl::Status NodeProcess::Start(const std::vector<Scope>& scopes,
     argv.push_back(s.ToString());
   }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  // Built before fork: the child of a test with threads of its own may only
-  // make async-signal-safe calls (a malloc can hang on another thread's lock).
+  // Made before the fork: the child of a test with threads of its own may
+  // only make async-signal-safe calls (a malloc can hang on another
+  // thread's lock).
   std::vector<char*> args;
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
+  std::string fd_names;
+  for (const auto& [name, fd] : passed_fds_) fd_names += (fd_names.empty() ? "" : ":") + name;
+  const std::string listen_fds = std::to_string(passed_fds_.size());
   pid_ = fork();
   if (pid_ == 0) {
     int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
       dup2(fd, 2);
+    }
+    for (const std::string& e : env_) putenv(const_cast<char*>(e.c_str()));
+    if (!passed_fds_.empty()) {
+      // Out of the way first (a passed fd may already be 3, 4, ...), then
+      // to 3, 4, ... in order; dup2 leaves them open across exec.
+      std::vector<int> high;
+      for (const auto& [name, pfd] : passed_fds_) high.push_back(fcntl(pfd, F_DUPFD, 1000));
+      for (size_t i = 0; i < high.size(); ++i) dup2(high[i], 3 + static_cast<int>(i));
+      for (int h : high) close(h);
+      setenv("LISTEN_FDS", listen_fds.c_str(), 1);
+      setenv("LISTEN_FDNAMES", fd_names.c_str(), 1);
+      setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
     }
     execv(args[0], args.data());
     _exit(127);
@@ -147,6 +163,18 @@ int NodeProcess::Stop() {
   }
   pid_ = -1;
   UnmountLeftovers();
+  return status;
+}
+
+int NodeProcess::SignalAndWait(int sig) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, sig);
+  int status = WaitFor(pid_, std::chrono::seconds(30));
+  if (status == -1) {
+    Kill();
+    return -1;
+  }
+  pid_ = -1;
   return status;
 }
 

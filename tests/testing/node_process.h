@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,6 +37,19 @@ class NodeProcess {
   // SIGTERM and wait; returns the wait status (-1 if it had to be killed).
   int Stop();
   void Kill();  // SIGKILL, then lazy-unmount what it left.
+  // Sends `sig` and waits (up to 30 s) for the daemon to exit; its mounts are
+  // left as they are (a hand-over, or a crash whose connections another
+  // process keeps). Returns the wait status, -1 if it did not exit (then it
+  // is killed and its mounts detached).
+  int SignalAndWait(int sig);
+
+  // For the next Start: extra environment ("NAME=value"), and descriptors
+  // passed as systemd passes its fd store ($LISTEN_FDS, $LISTEN_PID,
+  // $LISTEN_FDNAMES; fds 3 and up in this order). Kept for later Starts.
+  void set_env(std::vector<std::string> env) { env_ = std::move(env); }
+  void set_passed_fds(std::vector<std::pair<std::string, int>> fds) {
+    passed_fds_ = std::move(fds);
+  }
 
   // The node tier folder (default <dir>/tier); takes effect at Start.
   void set_tier_dir(std::string dir) { tier_dir_ = std::move(dir); }
@@ -54,6 +68,8 @@ class NodeProcess {
   std::string dir_, server_, token_file_, log_;
   std::string tier_dir_;  // empty: <dir>/tier
   std::vector<Scope> scopes_;
+  std::vector<std::string> env_;
+  std::vector<std::pair<std::string, int>> passed_fds_;
   pid_t pid_ = -1;
 };
 
