@@ -168,8 +168,6 @@ struct Filesystem::WriteState {
   // A commit lost a conflict: `base` is superseded by content this state
   // depends on, so no later commit can succeed either.
   bool conflicted = false;
-  // Staged by an earlier run of the daemon (Init): never rebased (Commit).
-  bool recovered = false;
   // A staged write failed for want of space (ENOSPC or EDQUOT, kept here):
   // what is staged is not what the writer meant, so no commit may publish
   // it (a half-written file). Every commit answers this errno until the last
@@ -528,7 +526,6 @@ absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
   if (ws->fd < 0) return ErrnoStatus(errno, fmt::format("staging file {}", path));
   ws->path = path;
   ws->journal_path = journal_path;
-  ws->recovered = true;
 
   // The same commit as a close's: conditional on the recorded base version,
   // rebased only when that cannot publish a mix. The inode is not in the
@@ -1602,11 +1599,7 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
     // Another change landed since the base. Re-committing on the new version
     // is safe only if that cannot publish a mix of two writers' bytes.
     ASSIGN_OR_RETURN(ChunkMap current, client_->GetChunkMap(scope_, inode.ino));
-    // Not for what an earlier run staged: it was written under what its
-    // writer knew then (a lock, say, released when that daemon died), and
-    // publishing it over what others committed since would undo their work.
-    // It is kept for an operator instead.
-    const bool independent = ws.IndependentOfBase() && !ws.recovered;
+    const bool independent = ws.IndependentOfBase();
     if (attempt < kMaxCommitAttempts && (independent || SameContent(current, ws.base))) {
       spdlog::info("[{}] ino {}: commit on version {} is stale, re-committing on {} ({})",
                    scope_.ToString(), inode.ino, expected, current.version,
