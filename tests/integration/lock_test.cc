@@ -290,5 +290,54 @@ TEST_F(LockTest, ANodeThatLostItsLeaseIsToldAndCannotFreeTheNewHoldersLock) {
   close(a);
 }
 
+TEST_F(LockTest, ALockHeldThroughAServerRestartIsReclaimedAndStillExcludes) {
+  // The holder is a process of its own: this one restarts the server, and a
+  // child it forks must not inherit descriptors of a mount (see soak_test.cc).
+  int ready[2], go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  pid_t holder = fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    int fd = Open(A("restart.lock"));
+    char c = (fd >= 0 && flock(fd, LOCK_EX) == 0) ? 'y' : 'n';
+    (void)!write(ready[1], &c, 1);
+    (void)!read(go[0], &c, 1);
+    // Unlocking after the restart must not fail either.
+    int rc = flock(fd, LOCK_UN) == 0 && close(fd) == 0 ? 0 : 1;
+    _exit(rc);
+  }
+  close(ready[1]);
+  close(go[0]);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 'y');
+
+  ASSERT_GE(server_->Stop(), 0);
+  ASSERT_TRUE(server_->Start(ServerArgs()).ok()) << "see " << server_->log_file();
+
+  // Node B may not take it: A reclaims it in the server's grace period, and
+  // B's try is answered once that period is over.
+  int b = Open(B("restart.lock"));
+  ASSERT_GE(b, 0);
+  auto start = Clock::now();
+  EXPECT_EQ(flock(b, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2 * kLeaseSeconds + 5));
+
+  // Once A's holder lets go, B's blocking wait ends.
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  EXPECT_EQ(flock(b, LOCK_EX), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(holder, &status, 0), holder);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  close(b);
+  close(ready[0]);
+  close(go[1]);
+  std::ifstream log(a_->log_file());
+  std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(text.find("reclaimed 1 of 1 locks"), std::string::npos) << "see " << a_->log_file();
+}
+
 }  // namespace
 }  // namespace traincache::testing
