@@ -35,6 +35,7 @@
 #include "cli/fd_store.h"
 #include "cli/node_daemon.h"
 #include "cli/service_notify.h"
+#include "cli/tls_flags.h"
 #include "metrics/counter_families.h"
 #include "metrics/metrics_endpoint.h"
 
@@ -117,16 +118,7 @@ int main(int argc, char** argv) {
   app.add_flag("--attached-scopes-only", attached_scopes_only,
                "serve only the scopes of attached jobs: refuse --scope and mount-scope");
   rpc::ClientTlsFiles tls_files;
-  app.add_option("--tls-ca-file", tls_files.ca_file,
-                 "PEM CA bundle of the server's certificate: connect with TLS");
-  app.add_option("--tls-cert-file", tls_files.cert_file,
-                 "PEM client certificate, for a server that requires one (mutual TLS)");
-  app.add_option("--tls-key-file", tls_files.key_file, "PEM private key of --tls-cert-file");
-  app.add_option("--tls-server-name", tls_files.server_name,
-                 "name the server's certificate must carry (default: the host of --server)");
-  app.add_flag("--insecure", tls_files.insecure,
-               "plaintext to a server that is not on this machine (the token crosses the "
-               "network in the clear)");
+  cli::AddClientTlsFlags(app, tls_files);
   CLI11_PARSE(app, argc, argv);
   // First: the descriptors systemd passed (fds 3 and up) must not be taken
   // for something else before they are claimed.

@@ -40,6 +40,7 @@
 #include "cli/fsck_command.h"
 #include "cli/job_commands.h"
 #include "cli/summarize_command.h"
+#include "cli/tls_flags.h"
 #include "rpc/client.h"
 #include "traincache/v1/node_admin.grpc.pb.h"
 #include "traincache/status.h"
@@ -168,17 +169,7 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "file holding the bearer token");
   rpc::ClientTlsFiles tls_files;
   tls_files.ca_file = cli::EnvOr("TRAINCACHE_TLS_CA_FILE", "");
-  app.add_option("--tls-ca-file", tls_files.ca_file,
-                 "PEM CA bundle of the server's certificate: connect with TLS "
-                 "(default $TRAINCACHE_TLS_CA_FILE)");
-  app.add_option("--tls-cert-file", tls_files.cert_file,
-                 "PEM client certificate, for a server that requires one (mutual TLS)");
-  app.add_option("--tls-key-file", tls_files.key_file, "PEM private key of --tls-cert-file");
-  app.add_option("--tls-server-name", tls_files.server_name,
-                 "name the server's certificate must carry (default: the host of --server)");
-  app.add_flag("--insecure", tls_files.insecure,
-               "plaintext to a server that is not on this machine (the token crosses the "
-               "network in the clear)");
+  cli::AddClientTlsFlags(app, tls_files, "$TRAINCACHE_TLS_CA_FILE");
 
   auto* ping = app.add_subcommand("ping", "check the server answers");
   std::string smoke_scope = "project:demo";
