@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/data_dir_lock.h"
 #include "traincache/chunk_store.h"
 #include "traincache/metadata_store.h"
 #include "traincache/status.h"
@@ -32,28 +33,19 @@ class DataDirLock {
     if (stat(data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return absl::NotFoundError(fmt::format("{} is not a directory", data_dir));
     }
-    const std::string path = data_dir + "/server.lock";
-    // Not created: a folder without it never held a server's data.
-    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-      return absl::NotFoundError(
-          fmt::format("{} is not a traincache-server data dir (no server.lock: {})", data_dir,
-                      std::strerror(errno)));
+    absl::StatusOr<int> fd = TakeDataDirLock(data_dir, /*create=*/false);
+    if (absl::IsNotFound(fd.status())) {
+      return absl::NotFoundError(fmt::format("{} is not a traincache-server data dir ({})",
+                                             data_dir, fd.status().message()));
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      int err = errno;
-      char holder[32] = {};
-      ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-      close(fd);
-      if (err == EWOULDBLOCK) {
-        return absl::FailedPreconditionError(fmt::format(
-            "data dir {} is in use by a running traincache-server (pid {}); stop it first: "
-            "fsck checks a stopped server's data",
-            data_dir, n > 0 ? std::string(holder, strcspn(holder, "\n")) : "unknown"));
-      }
-      return absl::InternalError(fmt::format("cannot lock {}: {}", path, std::strerror(err)));
+    if (absl::IsFailedPrecondition(fd.status())) {
+      return absl::FailedPreconditionError(
+          fmt::format("data dir {} is in use by a running traincache-server ({}); stop it first: "
+                      "fsck checks a stopped server's data",
+                      data_dir, fd.status().message()));
     }
-    return DataDirLock(fd);
+    RETURN_IF_ERROR(fd.status());
+    return DataDirLock(*fd);
   }
   DataDirLock(DataDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
   DataDirLock(const DataDirLock&) = delete;

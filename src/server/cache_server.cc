@@ -12,6 +12,7 @@
 #include <fstream>
 #include <random>
 
+#include "common/data_dir_lock.h"
 #include "metrics/counter_families.h"
 #include "rpc/client.h"
 #include "traincache/status.h"
@@ -19,7 +20,8 @@
 namespace traincache::server {
 namespace {
 
-// Takes <data_dir>/server.lock so two servers never share one data dir.
+// Takes <data_dir>/server.lock (common/data_dir_lock.h) so two servers never
+// share one data dir, and records this server's pid in it.
 absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
@@ -27,28 +29,19 @@ absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
     return absl::InvalidArgumentError(
         fmt::format("config key 'data_dir': cannot create {}: {}", data_dir, ec.message()));
   }
-  std::string path = data_dir + "/server.lock";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::InternalError(fmt::format("cannot open {}: {}", path, strerror(errno)));
+  absl::StatusOr<int> fd = TakeDataDirLock(data_dir, /*create=*/true);
+  if (absl::IsFailedPrecondition(fd.status())) {
+    return absl::FailedPreconditionError(
+        fmt::format("data dir {} is locked by another traincache-server ({})", data_dir,
+                    fd.status().message()));
   }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int err = errno;
-    char holder[32] = {};
-    ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-    close(fd);
-    if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(
-          fmt::format("data dir {} is locked by another traincache-server (pid {})", data_dir,
-                      n > 0 ? std::string(holder, strcspn(holder, "\n")) : "unknown"));
-    }
-    return absl::InternalError(fmt::format("cannot lock {}: {}", path, strerror(err)));
-  }
+  RETURN_IF_ERROR(fd.status());
+  const std::string path = data_dir + "/server.lock";
   std::string pid = fmt::format("{}\n", getpid());
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+  if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid.data(), pid.size(), 0) < 0) {
     spdlog::warn("cannot record pid in {}: {}", path, strerror(errno));
   }
-  return fd;
+  return *fd;
 }
 
 std::string MakeServerId() {
