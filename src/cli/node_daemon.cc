@@ -448,7 +448,7 @@ std::map<std::string, uint64_t> NodeDaemon::Counters() {
   return out;
 }
 
-void NodeDaemon::HandOver() {
+void NodeDaemon::StopAdminAndHousekeeper() {
   if (admin_) {
     admin_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     admin_.reset();
@@ -459,6 +459,10 @@ void NodeDaemon::HandOver() {
   }
   stop_cv_.notify_all();
   if (housekeeper_.joinable()) housekeeper_.join();
+}
+
+void NodeDaemon::HandOver() {
+  StopAdminAndHousekeeper();
   std::lock_guard lock(mounts_mu_);
   shut_down_ = true;
   for (auto& [name, m] : mounts_) {
@@ -482,16 +486,7 @@ void NodeDaemon::HandOver() {
 }
 
 void NodeDaemon::Shutdown() {
-  if (admin_) {
-    admin_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    admin_.reset();
-  }
-  {
-    std::lock_guard lock(stop_mu_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (housekeeper_.joinable()) housekeeper_.join();
+  StopAdminAndHousekeeper();
   std::lock_guard lock(mounts_mu_);
   shut_down_ = true;
   // Forced: a file still open in a container does not keep the daemon from

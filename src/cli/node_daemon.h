@@ -137,6 +137,9 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
                                    v1::DetachJobResponse*) override;
 
  private:
+  // The first steps of Shutdown and HandOver: no more admin calls, and the
+  // housekeeping thread stopped.
+  void StopAdminAndHousekeeper();
   using Clock = std::chrono::steady_clock;
   struct Mounted {
     Mounted(Scope s, std::string where) : scope(std::move(s)), mountpoint(std::move(where)) {}
