@@ -959,19 +959,27 @@ void FuseMount::StopLoop() {
   if (loop_.joinable()) loop_.join();
 }
 
-absl::Status FuseMount::Detach() {
-  if (!mounted_) return absl::OkStatus();
+void FuseMount::StopServing() {
   mounted_ = false;
   {
+    // A notification under way ends now, and none starts on a session
+    // about to be destroyed.
     std::lock_guard lock(notify_mu_);
     notify_ok_ = false;
   }
   StopLoop();
+  // Lock waits are answered from the lock client's threads: all of them
+  // before the session (which their replies use) goes.
   EndLockWaits();
-  // Closes this process's descriptor; the connection stays with the others.
   fuse_session_destroy(session_);
   session_ = nullptr;
   session_fd_ = -1;
+}
+
+absl::Status FuseMount::Detach() {
+  if (!mounted_) return absl::OkStatus();
+  // Closes this process's descriptor; the connection stays with the others.
+  StopServing();
   spdlog::info("stopped serving {} without unmounting it (hand-over)", options_.mountpoint);
   return absl::OkStatus();
 }
@@ -1119,20 +1127,7 @@ absl::Status FuseMount::Unmount(bool force) {
       spdlog::warn("fuse: unmount of {}: {}", mp, strerror(err));
     }
   }
-  mounted_ = false;
-  {
-    // The kernel's connection is gone (or aborted): a notification under
-    // way ends now, and none starts on a session about to be destroyed.
-    std::lock_guard lock(notify_mu_);
-    notify_ok_ = false;
-  }
-  StopLoop();
-  // Lock waits are answered from the lock client's threads: all of them
-  // before the session (which their replies use) goes.
-  EndLockWaits();
-  fuse_session_destroy(session_);
-  session_ = nullptr;
-  session_fd_ = -1;
+  StopServing();
   spdlog::info("unmounted {}", mp);
   return absl::OkStatus();
 }

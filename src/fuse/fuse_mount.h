@@ -191,6 +191,9 @@ class FuseMount final : public node::KernelCache {
   // Stops the session loop (after fuse_session_exit): wakes the loop's
   // threads waiting in OnRead.
   void StopLoop();
+  // What Unmount and Detach share once the kernel side is settled: the loop
+  // stopped, lock waits answered, the session destroyed.
+  void StopServing();
   int session_fd_ = -1;
   int state_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: readable once the loop must end
