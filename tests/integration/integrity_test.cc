@@ -452,23 +452,6 @@ TEST_F(FullDiskTest, FsckFindsCorruptAndMissingChunksAndTheFilesThatUseThem) {
 
 // --- 5c: a corrupt node tier image and FUSE passthrough ----------------------
 
-// The whole file through mmap (MAP_PRIVATE), or "<errno N>".
-std::string MmapFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<errno " + std::to_string(errno) + ">";
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || st.st_size == 0) {
-    close(fd);
-    return "";
-  }
-  void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  close(fd);
-  if (p == MAP_FAILED) return "<errno " + std::to_string(err) + ">";
-  std::string out(static_cast<const char*>(p), static_cast<size_t>(st.st_size));
-  munmap(p, static_cast<size_t>(st.st_size));
-  return out;
-}
 
 TEST_F(FullDiskTest, ACorruptTierImageIsVerifiedBeforeTheKernelReadsItThroughPassthrough) {
   // With passthrough (the default) the kernel reads a complete image itself:

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,6 +108,25 @@ inline std::set<std::string> ListDir(const std::string& dir) {
   }
   closedir(d);
   return names;
+}
+
+// The whole file through mmap (MAP_PRIVATE, as safetensors loads weights),
+// or "<errno N>".
+inline std::string MmapFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<errno " + std::to_string(errno) + ">";
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || st.st_size == 0) {
+    close(fd);
+    return "";
+  }
+  void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) return "<errno " + std::to_string(err) + ">";
+  std::string out(static_cast<const char*>(p), static_cast<size_t>(st.st_size));
+  munmap(p, static_cast<size_t>(st.st_size));
+  return out;
 }
 
 // Drops this machine's page cache (all of it: the kernel's pages of FUSE

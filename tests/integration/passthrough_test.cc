@@ -21,24 +21,6 @@
 namespace traincache::testing {
 namespace {
 
-// The whole file through mmap (MAP_PRIVATE, as safetensors loads weights),
-// or "<errno N>".
-std::string MmapFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<errno " + std::to_string(errno) + ">";
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || st.st_size == 0) {
-    close(fd);
-    return "";
-  }
-  void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
-  close(fd);
-  if (p == MAP_FAILED) return "<errno " + std::to_string(err) + ">";
-  std::string out(static_cast<const char*>(p), static_cast<size_t>(st.st_size));
-  munmap(p, static_cast<size_t>(st.st_size));
-  return out;
-}
 
 // Reads `n` bytes at `offset` of an open file, or "<errno N>".
 std::string PreadString(int fd, size_t n, off_t offset) {
