@@ -1118,6 +1118,9 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
   absl::Status status;
   {
     absl::MutexLock lock(&inode->mu);
+    // `map` may have been read before a commit of this node (another
+    // process's close) landed: that commit is the newer content.
+    if (inode->committed && inode->committed->version > map.version) map = *inode->committed;
     WriteState* ws = inode->ws.get();
     if (ws != nullptr && !ws->dirty && map.version > ws->base.version) {
       // Nothing staged: follow the server (another node committed). Only
@@ -1361,14 +1364,16 @@ absl::StatusOr<bool> Filesystem::RevalidateUnderLock(InodeId ino) {
   if (!inode) return false;  // Nothing of it cached here.
   ASSIGN_OR_RETURN(ChunkMap map, client_->GetChunkMap(scope_, ino));
   absl::MutexLock lock(&inode->mu);
+  bool changed = false;
+  // A write state holding nothing staged follows the server, whatever the
+  // rest of the inode knows: its base is what the lock holder reads.
+  if (inode->ws && !inode->ws->dirty && map.version > inode->ws->base.version) {
+    inode->ws->Reset(map, options_.chunk_size);
+    changed = true;
+  }
   uint64_t known = inode->kernel_version.value_or(0);
   if (inode->committed) known = std::max(known, inode->committed->version);
-  if (inode->ws) known = std::max(known, inode->ws->base.version);
-  if (map.version <= known) return false;
-  if (inode->ws) {
-    if (inode->ws->dirty) return false;
-    inode->ws->Reset(map, options_.chunk_size);
-  }
+  if (map.version <= known) return changed;
   inode->kernel_version = map.version;
   // Handles opened before read the newest content (Read).
   inode->committed = std::make_shared<const ChunkMap>(std::move(map));

@@ -56,6 +56,7 @@ class CountingClient final : public ClusterClient {
  public:
   explicit CountingClient(FakeClusterClient* f) : f_(f) {}
   uint64_t put_bytes() const { return put_bytes_; }
+  std::function<void()> after_get_chunk_map;
 
   absl::StatusOr<OpenScopeResult> OpenScope(const Scope& s, bool c) override {
     return f_->OpenScope(s, c);
@@ -118,7 +119,11 @@ class CountingClient final : public ClusterClient {
   absl::StatusOr<ScopeUsage> StatFs(const Scope& s) override { return f_->StatFs(s); }
   absl::Status Sync(const Scope& s) override { return f_->Sync(s); }
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope& s, InodeId i) override {
-    return f_->GetChunkMap(s, i);
+    absl::StatusOr<ChunkMap> map = f_->GetChunkMap(s, i);
+    // Run once, after the map is read and before the caller gets it: what
+    // happens on the node between a request and its answer.
+    if (std::function<void()> hook = std::exchange(after_get_chunk_map, nullptr)) hook();
+    return map;
   }
   absl::StatusOr<InodeAttr> CommitContent(const Scope& s, InodeId i, uint64_t v, uint64_t size,
                                           uint32_t cs, const std::vector<ChunkRef>& c,
@@ -260,6 +265,48 @@ TEST_F(FilesystemTest, OverwriteIsSeenWholeByTheNextOpenAndOldHandlesKeepTheirVe
   EXPECT_TRUE(SameBytes(ReadAll(B(), ino, old->fh), v1));
   B().Release(ino, old->fh);
   B().Release(ino, fresh->fh);
+}
+
+// A counter incremented under a lock by processes of one node: the next
+// process's open reads the chunk map just before the last one's close
+// commits (and drops the write state). The open must not stage on the
+// older map, nor must revalidation under the lock leave it there: the
+// increment would be read from, and then rebased over, old content.
+TEST_F(FilesystemTest, AnOpenRacingThisNodesCommitStagesOnTheNewerContent) {
+  const InodeId ino = WriteFile(A(), "counter", "0");
+  absl::StatusOr<OpenReply> first = A().Open(ino, kRW);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(*A().Write(ino, first->fh, 0, "1"), 1u);
+  client_.after_get_chunk_map = [&] {
+    EXPECT_TRUE(A().Flush(ino, first->fh).ok());
+    A().Release(ino, first->fh);
+  };
+  absl::StatusOr<OpenReply> second = A().Open(ino, kRW);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*A().Read(ino, second->fh, 0, 10), "1");
+  ASSERT_TRUE(A().RevalidateUnderLock(ino).ok());
+  EXPECT_EQ(*A().Read(ino, second->fh, 0, 10), "1");
+  ASSERT_EQ(*A().Write(ino, second->fh, 0, "2"), 1u);
+  ASSERT_TRUE(A().Flush(ino, second->fh).ok());
+  A().Release(ino, second->fh);
+  EXPECT_EQ(A().Stats().commit_rebases, 0u);
+  EXPECT_EQ(Cat(B(), "counter"), "2");
+}
+
+// Under a lock, a write state with nothing staged moves to what another node
+// committed even when this node's own commit is already the newest it knows
+// of in other respects.
+TEST_F(FilesystemTest, RevalidationUnderALockMovesAnIdleWriteStateForward) {
+  const InodeId ino = WriteFile(A(), "counter", "0");
+  absl::StatusOr<OpenReply> h = A().Open(ino, kRW);
+  ASSERT_TRUE(h.ok());
+  WriteFile(B(), "counter", "5");
+  EXPECT_EQ(*A().Read(ino, h->fh, 0, 10), "0");  // Not under a lock: the open's view.
+  absl::StatusOr<bool> changed = A().RevalidateUnderLock(ino);
+  ASSERT_TRUE(changed.ok());
+  EXPECT_TRUE(*changed);
+  EXPECT_EQ(*A().Read(ino, h->fh, 0, 10), "5");
+  A().Release(ino, h->fh);
 }
 
 TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {

@@ -1,5 +1,6 @@
 // TempDir: a fresh directory under $TMPDIR (or /tmp), removed with its
-// contents when the object goes away.
+// contents when the object goes away, unless TRAINCACHE_KEEP_TEST_DIRS is
+// set (to read the daemons' logs of a run after it).
 #ifndef TRAINCACHE_TESTS_TESTING_TEMP_DIR_H_
 #define TRAINCACHE_TESTS_TESTING_TEMP_DIR_H_
 
@@ -17,6 +18,7 @@ class TempDir {
     path_ = mkdtemp(tmpl.data()) ? tmpl : "";
   }
   ~TempDir() {
+    if (const char* keep = std::getenv("TRAINCACHE_KEEP_TEST_DIRS"); keep && *keep) return;
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
