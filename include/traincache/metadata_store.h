@@ -64,13 +64,35 @@ struct CreateResult {
   // When created: the directory's attributes right after the create (new
   // mtime, ctime, version), so a node can keep them instead of asking again.
   std::optional<InodeAttr> parent;
+  bool operator==(const CreateResult&) const = default;
 };
 
 struct UnlinkResult {
   InodeId ino = 0;
   uint32_t nlink = 0;     // Links left after the unlink.
   bool orphaned = false;  // nlink hit 0 and the inode waits on the orphan list.
+  bool operator==(const UnlinkResult&) const = default;
 };
+
+// Names one call of a namespace mutation so that copies of it (a client
+// re-sending after its connection died) are applied at most once. `client`
+// is unique per client instance (never reused after a restart), `seq` counts
+// that client's calls; every copy of one call carries the same pair. An
+// empty `client` means no id: the call is applied every time it arrives.
+struct RequestId {
+  std::string client;
+  uint64_t seq = 0;
+  bool empty() const { return client.empty(); }
+};
+
+// How long a store remembers the outcome of a request with an id. A copy
+// arriving later is applied as a new call (ENOENT, EEXIST, ...). Clients
+// re-send only within their outage timeout (the node's default: 60 s), so
+// ten times that covers generous timeouts while bounding the records to
+// what ten minutes of mutations write (~100 bytes each).
+inline constexpr int64_t kRequestRecordTtlSeconds = 600;
+// Longest RequestId::client a store accepts (INVALID_ARGUMENT beyond).
+inline constexpr size_t kMaxRequestClientBytes = 256;
 
 struct ReadDirPage {
   std::vector<DirEntry> entries;  // Sorted by name; "." and ".." not included.
@@ -107,6 +129,16 @@ class MetadataStore {
   virtual absl::Status SetQuota(const Scope& scope, uint64_t quota_bytes) = 0;
 
   // --- namespace ---
+  // Request ids. Create, Mkdir, Symlink, Link, Unlink, Rmdir, Rename,
+  // SetXattr and RemoveXattr take an optional RequestId (see there). With
+  // one, the store writes the call's outcome in the same atomic batch as its
+  // change, and a call whose id is recorded returns that outcome again and
+  // changes nothing. A refusal is not recorded: it changed nothing, so
+  // applying a copy later is the same as the call arriving later. Records
+  // are dropped kRequestRecordTtlSeconds after they were written, a few at a
+  // time with later mutations of the scope (and by ExpireRequests).
+  // (The default argument is the same on every override: callers without
+  // an id need not know of them.)
   virtual absl::StatusOr<InodeAttr> Lookup(const Scope& scope, InodeId parent,
                                            std::string_view name) = 0;
   virtual absl::StatusOr<InodeAttr> GetAttr(const Scope& scope, InodeId ino) = 0;
@@ -134,23 +166,28 @@ class MetadataStore {
   // directory; any other type, a symlink too, is returned as is).
   virtual absl::StatusOr<CreateResult> Create(const Scope& scope, InodeId parent,
                                               std::string_view name, uint32_t mode,
-                                              const Caller& caller, bool exclusive) = 0;
+                                              const Caller& caller, bool exclusive,
+                                              const RequestId& request = {}) = 0;
   virtual absl::StatusOr<InodeAttr> Mkdir(const Scope& scope, InodeId parent,
                                           std::string_view name, uint32_t mode,
-                                          const Caller& caller) = 0;
+                                          const Caller& caller, const RequestId& request = {}) = 0;
   virtual absl::StatusOr<InodeAttr> Symlink(const Scope& scope, InodeId parent,
                                             std::string_view name, std::string_view target,
-                                            const Caller& caller) = 0;
+                                            const Caller& caller,
+                                            const RequestId& request = {}) = 0;
   virtual absl::StatusOr<std::string> ReadLink(const Scope& scope, InodeId ino) = 0;
   // Adds a name for a non-directory inode (EPERM for directories).
   virtual absl::StatusOr<InodeAttr> Link(const Scope& scope, InodeId ino, InodeId new_parent,
-                                         std::string_view new_name) = 0;
+                                         std::string_view new_name,
+                                         const RequestId& request = {}) = 0;
   // Removes a non-directory name (EISDIR for directories). The last link of
   // a regular file orphans it (see the top of this file).
   virtual absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent,
-                                              std::string_view name) = 0;
+                                              std::string_view name,
+                                              const RequestId& request = {}) = 0;
   // Removes an empty directory (ENOTDIR, ENOTEMPTY).
-  virtual absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name) = 0;
+  virtual absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name,
+                             const RequestId& request = {}) = 0;
   // rename(2)/renameat2(2): replaces the target atomically (a file over a
   // file, a dir over an empty dir), or fails with EEXIST (NOREPLACE), or swaps
   // both (EXCHANGE). EINVAL when a directory would move into itself.
@@ -162,7 +199,8 @@ class MetadataStore {
   // Flags other than one of NOREPLACE/EXCHANGE are EINVAL.
   virtual absl::StatusOr<UnlinkResult> Rename(const Scope& scope, InodeId parent,
                                               std::string_view name, InodeId new_parent,
-                                              std::string_view new_name, uint32_t flags) = 0;
+                                              std::string_view new_name, uint32_t flags,
+                                              const RequestId& request = {}) = 0;
 
   // --- xattrs ---
   // Names are 1..kMaxXattrNameBytes bytes (ERANGE otherwise, as Linux; EINVAL
@@ -171,11 +209,12 @@ class MetadataStore {
   virtual absl::StatusOr<std::string> GetXattr(const Scope& scope, InodeId ino,
                                                std::string_view name) = 0;  // ENODATA
   virtual absl::Status SetXattr(const Scope& scope, InodeId ino, std::string_view name,
-                                std::string_view value, uint32_t flags) = 0;
+                                std::string_view value, uint32_t flags,
+                                const RequestId& request = {}) = 0;
   virtual absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& scope,
                                                              InodeId ino) = 0;
-  virtual absl::Status RemoveXattr(const Scope& scope, InodeId ino,
-                                   std::string_view name) = 0;  // ENODATA
+  virtual absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name,
+                                   const RequestId& request = {}) = 0;  // ENODATA
 
   // --- content ---
   // The content of regular file `ino` (EISDIR for directories, EINVAL for
@@ -225,6 +264,12 @@ class MetadataStore {
   // if absent. Default: OK.
   virtual absl::Status DeleteSmallChunk(const Scope& scope, const ChunkId& id) {
     return absl::OkStatus();
+  }
+
+  // Drops the request records of the scope written before `older_than`.
+  // Returns how many. Default: 0 (a store that keeps none).
+  virtual absl::StatusOr<uint64_t> ExpireRequests(const Scope& scope, Timespec older_than) {
+    return uint64_t{0};
   }
 
   // --- orphans ---

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -222,6 +223,42 @@ std::string ScopeKeys::Orphan(InodeId ino) const {
   return k;
 }
 
+std::string ScopeKeys::Request(const RequestId& id) const {
+  std::string k = Tagged(kTagRequest);
+  PutBigEndian64(&k, id.seq);
+  k.append(id.client);
+  return k;
+}
+
+std::string ScopeKeys::RequestExpiryPrefix() const { return Tagged(kTagRequestExpiry); }
+
+std::string ScopeKeys::RequestExpiry(int64_t sec, const RequestId& id) const {
+  std::string k = RequestExpiryPrefix();
+  // Times before 1970 would sort after every later one; none are written.
+  PutBigEndian64(&k, static_cast<uint64_t>(std::max<int64_t>(sec, 0)));
+  PutBigEndian64(&k, id.seq);
+  k.append(id.client);
+  return k;
+}
+
+absl::StatusOr<RequestExpiryKey> ParseRequestExpiryKey(std::string_view key,
+                                                       std::string_view prefix) {
+  ASSIGN_OR_RETURN(std::string_view rest, KeySuffix(key, prefix));
+  if (rest.size() < 17 || rest.size() > 16 + kMaxRequestClientBytes) {
+    return absl::DataLossError("request expiry key has a wrong size");
+  }
+  uint64_t sec = 0;
+  RequestExpiryKey out;
+  for (char c : rest.substr(0, 8)) sec = (sec << 8) | static_cast<uint8_t>(c);
+  if (sec > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::DataLossError("request expiry key time out of range");
+  }
+  out.sec = static_cast<int64_t>(sec);
+  for (char c : rest.substr(8, 8)) out.id.seq = (out.id.seq << 8) | static_cast<uint8_t>(c);
+  out.id.client = std::string(rest.substr(16));
+  return out;
+}
+
 absl::StatusOr<std::string_view> ScopeTextOfKey(std::string_view key) {
   size_t nul = key.find('\0');
   if (nul == std::string_view::npos) {
@@ -414,6 +451,104 @@ absl::StatusOr<StoredChunkMap> DecodeChunkMap(std::string_view value) {
     return absl::DataLossError(fmt::format("corrupt chunk map: {}", std::string(shape.message())));
   }
   return map;
+}
+
+// --- request records ---
+
+namespace {
+enum : uint8_t { kOutcomeOk = 0, kOutcomeAttr = 1, kOutcomeCreate = 2, kOutcomeUnlink = 3 };
+
+// An InodeAttr with its number (EncodeInode keeps the number in the key).
+void PutAttr(std::string* out, const InodeAttr& a) {
+  PutVarint(out, a.ino);
+  PutVarint(out, a.mode);
+  PutVarint(out, a.uid);
+  PutVarint(out, a.gid);
+  PutVarint(out, a.nlink);
+  PutVarint(out, a.size);
+  PutVarint(out, a.rdev);
+  PutTimespec(out, a.atime);
+  PutTimespec(out, a.mtime);
+  PutTimespec(out, a.ctime);
+  PutVarint(out, a.version);
+}
+
+bool ReadAttr(Reader& r, InodeAttr* a) {
+  return r.Varint(&a->ino) && r.Varint32(&a->mode) && r.Varint32(&a->uid) &&
+         r.Varint32(&a->gid) && r.Varint32(&a->nlink) && r.Varint(&a->size) &&
+         r.Varint32(&a->rdev) && r.Time(&a->atime) && r.Time(&a->mtime) && r.Time(&a->ctime) &&
+         r.Varint(&a->version);
+}
+
+bool ReadBool(Reader& r, bool* v) {
+  uint8_t b;
+  if (!r.Byte(&b) || b > 1) return false;
+  *v = b == 1;
+  return true;
+}
+}  // namespace
+
+std::string EncodeRequestRecord(const RequestRecord& rec) {
+  std::string out;
+  out.push_back(static_cast<char>(kFormat));
+  PutTimespec(&out, rec.written);
+  if (const auto* attr = std::get_if<InodeAttr>(&rec.outcome)) {
+    out.push_back(static_cast<char>(kOutcomeAttr));
+    PutAttr(&out, *attr);
+  } else if (const auto* c = std::get_if<CreateResult>(&rec.outcome)) {
+    out.push_back(static_cast<char>(kOutcomeCreate));
+    PutAttr(&out, c->attr);
+    out.push_back(static_cast<char>(c->created ? 1 : 0));
+    out.push_back(static_cast<char>(c->parent ? 1 : 0));
+    if (c->parent) PutAttr(&out, *c->parent);
+  } else if (const auto* u = std::get_if<UnlinkResult>(&rec.outcome)) {
+    out.push_back(static_cast<char>(kOutcomeUnlink));
+    PutVarint(&out, u->ino);
+    PutVarint(&out, u->nlink);
+    out.push_back(static_cast<char>(u->orphaned ? 1 : 0));
+  } else {
+    out.push_back(static_cast<char>(kOutcomeOk));
+  }
+  return out;
+}
+
+absl::StatusOr<RequestRecord> DecodeRequestRecord(std::string_view value) {
+  Reader r(value);
+  RequestRecord rec;
+  uint8_t kind;
+  if (!r.Format() || !r.Time(&rec.written) || !r.Byte(&kind)) return Corrupt("request");
+  bool ok = true;
+  switch (kind) {
+    case kOutcomeOk:
+      break;
+    case kOutcomeAttr: {
+      InodeAttr a;
+      ok = ReadAttr(r, &a);
+      rec.outcome = a;
+      break;
+    }
+    case kOutcomeCreate: {
+      CreateResult c;
+      bool has_parent = false;
+      ok = ReadAttr(r, &c.attr) && ReadBool(r, &c.created) && ReadBool(r, &has_parent);
+      if (ok && has_parent) {
+        c.parent.emplace();
+        ok = ReadAttr(r, &*c.parent);
+      }
+      rec.outcome = std::move(c);
+      break;
+    }
+    case kOutcomeUnlink: {
+      UnlinkResult u;
+      ok = r.Varint(&u.ino) && r.Varint32(&u.nlink) && ReadBool(r, &u.orphaned);
+      rec.outcome = u;
+      break;
+    }
+    default:
+      ok = false;
+  }
+  if (!ok || !r.done()) return Corrupt("request");
+  return rec;
 }
 
 // --- small values ---

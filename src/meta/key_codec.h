@@ -21,6 +21,11 @@
 //   P 'S' chunk_id(32 raw bytes)    a small chunk's bytes, kept here instead of
 //                                   the chunk store (CommitContent's small_chunks)
 //   P 'O' be64(ino)                 orphan list: value = when nlink reached 0
+//   P 'Q' be64(seq) client          outcome of a request with an id (RequestId)
+//   P 'E' be64(sec) be64(seq) client  expiry index of those: the second the
+//                                   record was written, then the 'Q' suffix;
+//                                   empty value. Sorted by time, so expired
+//                                   records are the front of this range.
 //
 // Integers in keys are big-endian so the byte order of keys is the numeric
 // order (ReadDir and the orphan/garbage lists scan in key order). Entry and
@@ -40,9 +45,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "traincache/metadata_store.h"
 #include "traincache/scope.h"
 #include "traincache/types.h"
 
@@ -59,6 +66,8 @@ inline constexpr char kTagRefCount = 'R';
 inline constexpr char kTagGarbage = 'G';
 inline constexpr char kTagOrphan = 'O';
 inline constexpr char kTagSmallChunk = 'S';
+inline constexpr char kTagRequest = 'Q';
+inline constexpr char kTagRequestExpiry = 'E';
 
 // "<scope>\0": the first bytes of every key of `scope`.
 std::string ScopePrefix(const Scope& scope);
@@ -92,6 +101,9 @@ class ScopeKeys {
   std::string SmallChunk(const ChunkId& id) const;
   std::string Orphan(InodeId ino) const;
   std::string OrphanPrefix() const;
+  std::string Request(const RequestId& id) const;
+  std::string RequestExpiry(int64_t sec, const RequestId& id) const;
+  std::string RequestExpiryPrefix() const;
 
  private:
   std::string Tagged(char tag) const;
@@ -115,6 +127,15 @@ struct DentryKey {
   std::string_view name;
 };
 absl::StatusOr<DentryKey> ParseDentryKey(std::string_view key, std::string_view prefix);
+// The time and request id of an expiry index key; `prefix` is
+// ScopeKeys::RequestExpiryPrefix(). DATA_LOSS if shorter than prefix + 16 +
+// 1, or the client is longer than kMaxRequestClientBytes.
+struct RequestExpiryKey {
+  int64_t sec = 0;
+  RequestId id;
+};
+absl::StatusOr<RequestExpiryKey> ParseRequestExpiryKey(std::string_view key,
+                                                       std::string_view prefix);
 
 // --- values ---
 
@@ -191,6 +212,17 @@ inline constexpr uint64_t kMaxFileChunks = uint64_t{1} << 21;
 // A chunk reference count ('R'); never stored as 0.
 std::string EncodeRefCount(uint64_t count);
 absl::StatusOr<uint64_t> DecodeRefCount(std::string_view value);
+
+// The recorded outcome of a request ('Q'): what the call returned, so that
+// a copy of it returns the same. monostate: a call answering only OK
+// (Rmdir, SetXattr, RemoveXattr).
+struct RequestRecord {
+  Timespec written;  // When applied; its second names the expiry index key.
+  std::variant<std::monostate, InodeAttr, CreateResult, UnlinkResult> outcome;
+  bool operator==(const RequestRecord&) const = default;
+};
+std::string EncodeRequestRecord(const RequestRecord& rec);
+absl::StatusOr<RequestRecord> DecodeRequestRecord(std::string_view value);
 
 // A Timespec (orphan list values).
 std::string EncodeTimespec(Timespec t);

@@ -8,6 +8,8 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <type_traits>
+#include <variant>
 #include <utility>
 
 #include "traincache/status.h"
@@ -143,6 +145,73 @@ absl::StatusOr<StoredChunkMap> Resize(const StoredChunkMap& old, uint64_t size, 
   return out;
 }
 
+// --- request records ---
+
+// Most expired request records one mutation drops (with their index keys),
+// so piggybacked expiry keeps batches small; ExpireRequests loops.
+constexpr int kExpireBatch = 1024;
+// A scope whose expired records all went waits this long before its next
+// mutation looks again: one short range read per interval, not per request.
+constexpr int64_t kExpireIntervalSeconds = 60;
+
+using Outcome = decltype(RequestRecord::outcome);
+
+// The types a request record can hold (what the recordable calls return;
+// bool: calls answering only OK).
+template <typename T>
+constexpr bool kRecordable = std::is_same_v<T, bool> || std::is_same_v<T, InodeAttr> ||
+                             std::is_same_v<T, CreateResult> || std::is_same_v<T, UnlinkResult>;
+
+template <typename T>
+Outcome OutcomeOf(const T& value) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return std::monostate{};
+  } else {
+    return value;
+  }
+}
+
+// The answer a recorded request gave. A record of another kind means the
+// client used one id for two different calls: refused, nothing changed.
+template <typename T>
+absl::StatusOr<T> Replay(const RequestRecord& rec, const RequestId& id) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (std::holds_alternative<std::monostate>(rec.outcome)) return true;
+  } else {
+    if (const T* v = std::get_if<T>(&rec.outcome)) return *v;
+  }
+  return PosixError(EINVAL, fmt::format("request {}/{} was recorded for another kind of call",
+                                        id.client, id.seq));
+}
+
+absl::Status ValidateRequestId(const RequestId& id) {
+  if (id.client.size() > kMaxRequestClientBytes) {
+    return PosixError(EINVAL, fmt::format("request client id is {} bytes; at most {}",
+                                          id.client.size(), kMaxRequestClientBytes));
+  }
+  return absl::OkStatus();
+}
+
+// Adds to `txn` the deletion of at most `limit` request records (and their
+// index keys) written in a second before `older_than_sec`. Returns how many;
+// fewer than `limit` means none is left. Reads only the expired front of
+// the index.
+absl::StatusOr<int> ExpireRequestsIn(MetaTxn& txn, int64_t older_than_sec, int limit) {
+  const ScopeKeys& keys = txn.keys();
+  std::string prefix = keys.RequestExpiryPrefix();
+  RequestId none;
+  std::string end = keys.RequestExpiry(older_than_sec, none);
+  std::unique_ptr<KvIterator> it = txn.view().NewIterator(prefix, end);
+  int n = 0;
+  for (it->Seek(prefix); it->Valid() && n < limit; it->Next(), ++n) {
+    ASSIGN_OR_RETURN(RequestExpiryKey k, ParseRequestExpiryKey(it->key(), prefix));
+    txn.Delete(keys.Request(k.id));
+    txn.Delete(std::string(it->key()));
+  }
+  RETURN_IF_ERROR(it->status());
+  return n;
+}
+
 }  // namespace
 
 KvMetadataStore::KvMetadataStore(std::unique_ptr<KvBackend> backend, MetadataSync sync)
@@ -164,9 +233,12 @@ absl::Status KvMetadataStore::LoadLocked(ScopeState& st) {
 }
 
 template <typename Fn>
-auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
+auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable,
+                             const RequestId& request)
     -> decltype(fn(std::declval<MetaTxn&>())) {
   using Result = decltype(fn(std::declval<MetaTxn&>()));
+  using Value = typename Result::value_type;
+  RETURN_IF_ERROR(ValidateRequestId(request));
   std::shared_ptr<ScopeState> st = State(scope);
   std::optional<Result> result;
   uint64_t token = 0;
@@ -175,10 +247,43 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
     RETURN_IF_ERROR(LoadLocked(*st));
     if (!st->meta) return ScopeNotFound(scope);
     MetaTxn txn(backend_->Latest(), st->keys, *st->meta);
+    std::string request_key;
+    if constexpr (kRecordable<Value>) {
+      if (!request.empty()) {
+        // Under the scope mutex: a copy arriving while the first is being
+        // applied waits here and then finds its record.
+        request_key = st->keys.Request(request);
+        ASSIGN_OR_RETURN(std::optional<std::string> raw, txn.Get(request_key));
+        if (raw) {
+          ASSIGN_OR_RETURN(RequestRecord rec, DecodeRequestRecord(*raw));
+          result.emplace(Replay<Value>(rec, request));
+          if (!result->ok()) return std::move(*result);
+          request_key.clear();
+        }
+      }
+    }
     const bool new_epoch = !st->epoch_started;
-    if (new_epoch) txn.StartEpoch();
-    result.emplace(fn(txn));
-    if (!result->ok()) return std::move(*result);
+    bool expired_all = false;
+    if (!result) {
+      if (new_epoch) txn.StartEpoch();
+      result.emplace(fn(txn));
+      if (!result->ok()) return std::move(*result);
+      if constexpr (kRecordable<Value>) {
+        if (!request_key.empty()) {
+          RequestRecord rec{txn.now(), OutcomeOf(**result)};
+          txn.Put(std::move(request_key), EncodeRequestRecord(rec));
+          txn.Put(st->keys.RequestExpiry(rec.written.sec, request), "");
+          // Expiry rides on the writes that make records, so a scope
+          // nobody writes keeps its few records until then (or until
+          // ExpireRequests), and a busy one never grows past the TTL's worth.
+          if (txn.now().sec >= st->next_expiry) {
+            ASSIGN_OR_RETURN(int n, ExpireRequestsIn(txn, txn.now().sec - kRequestRecordTtlSeconds,
+                                                     kExpireBatch));
+            expired_all = n < kExpireBatch;
+          }
+        }
+      }
+    }
     ASSIGN_OR_RETURN(KvBatch batch, txn.Finish());
     if (batch.empty()) {
       // Nothing to write, but the answer may rest on a write another thread
@@ -188,6 +293,7 @@ auto KvMetadataStore::Mutate(const Scope& scope, Fn&& fn, Durable durable)
       ASSIGN_OR_RETURN(token, backend_->Write(batch));
       st->meta = txn.meta();
       if (new_epoch) st->epoch_started = true;
+      if (expired_all) st->next_expiry = txn.now().sec + kExpireIntervalSeconds;
     }
     // Numbers an answer hands out must never come back after a crash.
     if (txn.must_sync()) durable = Durable::kAlways;
@@ -423,7 +529,8 @@ absl::StatusOr<ReadDirPage> KvMetadataStore::ReadDir(const Scope& scope, InodeId
 
 absl::StatusOr<CreateResult> KvMetadataStore::Create(const Scope& scope, InodeId parent,
                                                      std::string_view name, uint32_t mode,
-                                                     const Caller& caller, bool exclusive) {
+                                                     const Caller& caller, bool exclusive,
+                                                     const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(name));
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<CreateResult> {
     ASSIGN_OR_RETURN(InodeRecord * dir, txn.GetDir(parent));
@@ -438,12 +545,12 @@ absl::StatusOr<CreateResult> KvMetadataStore::Create(const Scope& scope, InodeId
     txn.PutDentry(parent, name, DentryValue{rec->attr.ino, S_IFREG});
     txn.Touch(dir, /*modified=*/true);
     return CreateResult{rec->attr, true, dir->attr};
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
 absl::StatusOr<InodeAttr> KvMetadataStore::Mkdir(const Scope& scope, InodeId parent,
                                                  std::string_view name, uint32_t mode,
-                                                 const Caller& caller) {
+                                                 const Caller& caller, const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(name));
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<InodeAttr> {
     ASSIGN_OR_RETURN(InodeRecord * dir, txn.GetDir(parent));
@@ -458,12 +565,13 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Mkdir(const Scope& scope, InodeId par
     ++dir->attr.nlink;  // The new directory's "..".
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
 absl::StatusOr<InodeAttr> KvMetadataStore::Symlink(const Scope& scope, InodeId parent,
                                                    std::string_view name, std::string_view target,
-                                                   const Caller& caller) {
+                                                   const Caller& caller,
+                                                   const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(name));
   RETURN_IF_ERROR(ValidateSymlinkTarget(target));
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<InodeAttr> {
@@ -476,7 +584,7 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Symlink(const Scope& scope, InodeId p
     txn.PutDentry(parent, name, DentryValue{rec->attr.ino, S_IFLNK});
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
 absl::StatusOr<std::string> KvMetadataStore::ReadLink(const Scope& scope, InodeId ino) {
@@ -492,7 +600,8 @@ absl::StatusOr<std::string> KvMetadataStore::ReadLink(const Scope& scope, InodeI
 }
 
 absl::StatusOr<InodeAttr> KvMetadataStore::Link(const Scope& scope, InodeId ino, InodeId new_parent,
-                                                std::string_view new_name) {
+                                                std::string_view new_name,
+                                                const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(new_name));
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<InodeAttr> {
     ASSIGN_OR_RETURN(InodeRecord * rec, txn.GetInode(ino));
@@ -514,11 +623,12 @@ absl::StatusOr<InodeAttr> KvMetadataStore::Link(const Scope& scope, InodeId ino,
     txn.Touch(rec, /*modified=*/false);
     txn.Touch(dir, /*modified=*/true);
     return rec->attr;
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
 absl::StatusOr<UnlinkResult> KvMetadataStore::Unlink(const Scope& scope, InodeId parent,
-                                                     std::string_view name) {
+                                                     std::string_view name,
+                                                     const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(name));
   return Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<UnlinkResult> {
     ASSIGN_OR_RETURN(InodeRecord * dir, txn.GetDir(parent));
@@ -529,10 +639,11 @@ absl::StatusOr<UnlinkResult> KvMetadataStore::Unlink(const Scope& scope, InodeId
     txn.DeleteDentry(parent, name);
     txn.Touch(dir, /*modified=*/true);
     return txn.DropLink(rec);
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
-absl::Status KvMetadataStore::Rmdir(const Scope& scope, InodeId parent, std::string_view name) {
+absl::Status KvMetadataStore::Rmdir(const Scope& scope, InodeId parent, std::string_view name,
+                                    const RequestId& request) {
   RETURN_IF_ERROR(ValidateName(name));
   return Mutate(scope,
                 [&](MetaTxn& txn) -> absl::StatusOr<bool> {
@@ -553,7 +664,7 @@ absl::Status KvMetadataStore::Rmdir(const Scope& scope, InodeId parent, std::str
                   --dir->attr.nlink;
                   txn.Touch(dir, /*modified=*/true);
                   return true;
-                }, Durable::kUnlessRelaxed)
+                }, Durable::kUnlessRelaxed, request)
       .status();
 }
 
@@ -577,7 +688,8 @@ absl::StatusOr<bool> IsSelfOrAncestor(MetaTxn& txn, InodeId ancestor, InodeId in
 
 absl::StatusOr<UnlinkResult> KvMetadataStore::Rename(const Scope& scope, InodeId parent,
                                                      std::string_view name, InodeId new_parent,
-                                                     std::string_view new_name, uint32_t flags) {
+                                                     std::string_view new_name, uint32_t flags,
+                                                     const RequestId& request) {
   if ((flags & ~(kRenameNoReplace | kRenameExchange)) != 0 ||
       flags == (kRenameNoReplace | kRenameExchange)) {
     return PosixError(EINVAL, fmt::format("bad rename flags {:#x}", flags));
@@ -666,7 +778,7 @@ absl::StatusOr<UnlinkResult> KvMetadataStore::Rename(const Scope& scope, InodeId
     txn.Touch(src_dir, /*modified=*/true);
     txn.Touch(dst_dir, /*modified=*/true);
     return replaced;
-  }, Durable::kUnlessRelaxed);
+  }, Durable::kUnlessRelaxed, request);
 }
 
 // --- xattrs ---
@@ -683,7 +795,8 @@ absl::StatusOr<std::string> KvMetadataStore::GetXattr(const Scope& scope, InodeI
 }
 
 absl::Status KvMetadataStore::SetXattr(const Scope& scope, InodeId ino, std::string_view name,
-                                       std::string_view value, uint32_t flags) {
+                                       std::string_view value, uint32_t flags,
+                                       const RequestId& request) {
   RETURN_IF_ERROR(ValidateXattrName(name));
   if (value.size() > kMaxXattrValueBytes) {
     return PosixError(E2BIG, fmt::format("xattr value is {} bytes; at most {}", value.size(),
@@ -707,7 +820,7 @@ absl::Status KvMetadataStore::SetXattr(const Scope& scope, InodeId ino, std::str
                   txn.Put(std::move(key), std::string(value));
                   txn.Touch(rec, /*modified=*/false);
                   return true;
-                }, Durable::kUnlessRelaxed)
+                }, Durable::kUnlessRelaxed, request)
       .status();
 }
 
@@ -726,7 +839,8 @@ absl::StatusOr<std::vector<std::string>> KvMetadataStore::ListXattr(const Scope&
   return names;
 }
 
-absl::Status KvMetadataStore::RemoveXattr(const Scope& scope, InodeId ino, std::string_view name) {
+absl::Status KvMetadataStore::RemoveXattr(const Scope& scope, InodeId ino, std::string_view name,
+                                          const RequestId& request) {
   RETURN_IF_ERROR(ValidateXattrName(name));
   return Mutate(scope,
                 [&](MetaTxn& txn) -> absl::StatusOr<bool> {
@@ -740,7 +854,7 @@ absl::Status KvMetadataStore::RemoveXattr(const Scope& scope, InodeId ino, std::
                   txn.Delete(std::move(key));
                   txn.Touch(rec, /*modified=*/false);
                   return true;
-                }, Durable::kUnlessRelaxed)
+                }, Durable::kUnlessRelaxed, request)
       .status();
 }
 
@@ -865,6 +979,19 @@ absl::Status KvMetadataStore::DeleteSmallChunk(const Scope& scope, const ChunkId
 }
 
 // --- orphans ---
+
+absl::StatusOr<uint64_t> KvMetadataStore::ExpireRequests(const Scope& scope,
+                                                         Timespec older_than) {
+  uint64_t total = 0;
+  for (;;) {
+    ASSIGN_OR_RETURN(uint64_t n, Mutate(scope, [&](MetaTxn& txn) -> absl::StatusOr<uint64_t> {
+      ASSIGN_OR_RETURN(int n, ExpireRequestsIn(txn, older_than.sec, kExpireBatch));
+      return static_cast<uint64_t>(n);
+    }, Durable::kUnlessRelaxed));
+    total += n;
+    if (n < static_cast<uint64_t>(kExpireBatch)) return total;
+  }
+}
 
 absl::Status KvMetadataStore::ReleaseInode(const Scope& scope, InodeId ino) {
   return Mutate(scope,

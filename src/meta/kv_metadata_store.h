@@ -52,27 +52,34 @@ class KvMetadataStore : public MetadataStore {
   absl::StatusOr<ReadDirPage> ReadDir(const Scope& scope, InodeId dir, std::string_view after,
                                       uint32_t limit, bool plus) override;
   absl::StatusOr<CreateResult> Create(const Scope& scope, InodeId parent, std::string_view name,
-                                      uint32_t mode, const Caller& caller, bool exclusive) override;
+                                      uint32_t mode, const Caller& caller, bool exclusive,
+                                      const RequestId& request = {}) override;
   absl::StatusOr<InodeAttr> Mkdir(const Scope& scope, InodeId parent, std::string_view name,
-                                  uint32_t mode, const Caller& caller) override;
+                                  uint32_t mode, const Caller& caller,
+                                  const RequestId& request = {}) override;
   absl::StatusOr<InodeAttr> Symlink(const Scope& scope, InodeId parent, std::string_view name,
-                                    std::string_view target, const Caller& caller) override;
+                                    std::string_view target, const Caller& caller,
+                                    const RequestId& request = {}) override;
   absl::StatusOr<std::string> ReadLink(const Scope& scope, InodeId ino) override;
   absl::StatusOr<InodeAttr> Link(const Scope& scope, InodeId ino, InodeId new_parent,
-                                 std::string_view new_name) override;
-  absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent,
-                                      std::string_view name) override;
-  absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name) override;
+                                 std::string_view new_name,
+                                 const RequestId& request = {}) override;
+  absl::StatusOr<UnlinkResult> Unlink(const Scope& scope, InodeId parent, std::string_view name,
+                                      const RequestId& request = {}) override;
+  absl::Status Rmdir(const Scope& scope, InodeId parent, std::string_view name,
+                     const RequestId& request = {}) override;
   absl::StatusOr<UnlinkResult> Rename(const Scope& scope, InodeId parent, std::string_view name,
                                       InodeId new_parent, std::string_view new_name,
-                                      uint32_t flags) override;
+                                      uint32_t flags, const RequestId& request = {}) override;
 
   absl::StatusOr<std::string> GetXattr(const Scope& scope, InodeId ino,
                                        std::string_view name) override;
   absl::Status SetXattr(const Scope& scope, InodeId ino, std::string_view name,
-                        std::string_view value, uint32_t flags) override;
+                        std::string_view value, uint32_t flags,
+                        const RequestId& request = {}) override;
   absl::StatusOr<std::vector<std::string>> ListXattr(const Scope& scope, InodeId ino) override;
-  absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name) override;
+  absl::Status RemoveXattr(const Scope& scope, InodeId ino, std::string_view name,
+                           const RequestId& request = {}) override;
 
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope& scope, InodeId ino) override;
   absl::StatusOr<InodeAttr> CommitContent(const Scope& scope, InodeId ino,
@@ -87,6 +94,7 @@ class KvMetadataStore : public MetadataStore {
                                                            const ChunkId& id) override;
   absl::Status DeleteSmallChunk(const Scope& scope, const ChunkId& id) override;
 
+  absl::StatusOr<uint64_t> ExpireRequests(const Scope& scope, Timespec older_than) override;
   absl::Status ReleaseInode(const Scope& scope, InodeId ino) override;
   absl::StatusOr<uint64_t> PurgeOrphans(const Scope& scope, Timespec older_than) override;
   absl::StatusOr<std::vector<InodeId>> ListOrphans(const Scope& scope) override;
@@ -121,6 +129,10 @@ class KvMetadataStore : public MetadataStore {
     // This process made a durable change that started its epoch (or created
     // the scope): see MetaTxn::StartEpoch.
     bool epoch_started ABSL_GUARDED_BY(mu) = false;
+    // When the next mutation with a request id also drops expired request
+    // records (seconds since the epoch): at most one range read per
+    // interval, never one per request.
+    int64_t next_expiry ABSL_GUARDED_BY(mu) = 0;
   };
 
   std::shared_ptr<ScopeState> State(const Scope& scope);
@@ -133,9 +145,14 @@ class KvMetadataStore : public MetadataStore {
   // transaction's batch if it changed anything; then waits for durability
   // outside the mutex (as `durable` and the store's MetadataSync say). An
   // error from `fn` changes nothing.
+  //
+  // With a non-empty `request` (RequestId): if its outcome is recorded,
+  // returns it without calling `fn`; else a success of `fn` is recorded in
+  // the same batch. Expired records of the scope are dropped with it now
+  // and then (ScopeState::next_expiry).
   template <typename Fn>
-  auto Mutate(const Scope& scope, Fn&& fn, Durable durable = Durable::kAlways)
-      -> decltype(fn(std::declval<MetaTxn&>()));
+  auto Mutate(const Scope& scope, Fn&& fn, Durable durable = Durable::kAlways,
+              const RequestId& request = {}) -> decltype(fn(std::declval<MetaTxn&>()));
 
   // For read-only operations: NOT_FOUND naming the scope if it does not
   // exist, else NOT_FOUND for the inode.

@@ -97,40 +97,44 @@ class FakeMetadataStore : public MetadataStore {
     return Unimplemented();
   }
   absl::StatusOr<CreateResult> Create(const Scope&, InodeId, std::string_view, uint32_t,
-                                      const Caller&, bool) override {
+                                      const Caller&, bool, const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<InodeAttr> Mkdir(const Scope&, InodeId, std::string_view, uint32_t,
-                                  const Caller&) override {
+                                  const Caller&, const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<InodeAttr> Symlink(const Scope&, InodeId, std::string_view, std::string_view,
-                                    const Caller&) override {
+                                    const Caller&, const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<std::string> ReadLink(const Scope&, InodeId) override { return Unimplemented(); }
-  absl::StatusOr<InodeAttr> Link(const Scope&, InodeId, InodeId, std::string_view) override {
+  absl::StatusOr<InodeAttr> Link(const Scope&, InodeId, InodeId, std::string_view,
+                                 const RequestId&) override {
     return Unimplemented();
   }
-  absl::StatusOr<UnlinkResult> Unlink(const Scope&, InodeId, std::string_view) override {
+  absl::StatusOr<UnlinkResult> Unlink(const Scope&, InodeId, std::string_view,
+                                      const RequestId&) override {
     return Unimplemented();
   }
-  absl::Status Rmdir(const Scope&, InodeId, std::string_view) override { return Unimplemented(); }
+  absl::Status Rmdir(const Scope&, InodeId, std::string_view, const RequestId&) override {
+    return Unimplemented();
+  }
   absl::StatusOr<UnlinkResult> Rename(const Scope&, InodeId, std::string_view, InodeId,
-                                      std::string_view, uint32_t) override {
+                                      std::string_view, uint32_t, const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<std::string> GetXattr(const Scope&, InodeId, std::string_view) override {
     return Unimplemented();
   }
-  absl::Status SetXattr(const Scope&, InodeId, std::string_view, std::string_view,
-                        uint32_t) override {
+  absl::Status SetXattr(const Scope&, InodeId, std::string_view, std::string_view, uint32_t,
+                        const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<std::vector<std::string>> ListXattr(const Scope&, InodeId) override {
     return Unimplemented();
   }
-  absl::Status RemoveXattr(const Scope&, InodeId, std::string_view) override {
+  absl::Status RemoveXattr(const Scope&, InodeId, std::string_view, const RequestId&) override {
     return Unimplemented();
   }
   absl::StatusOr<ChunkMap> GetChunkMap(const Scope&, InodeId) override { return Unimplemented(); }

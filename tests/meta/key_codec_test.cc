@@ -97,6 +97,43 @@ TEST(KeyCodecTest, KeyParsersRejectWrongShapes) {
   EXPECT_EQ(KeySuffix("ab", "abc").status().code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(KeyCodecTest, RequestRecordsRoundTripAndExpiryKeysSortByTime) {
+  InodeAttr attr;
+  attr.ino = 12;
+  attr.mode = S_IFREG | 0644;
+  attr.nlink = 1;
+  attr.mtime = Timespec{1795000000, 5};
+  attr.version = 3;
+  const Timespec t{1795000000, 123};
+  for (const RequestRecord& rec : std::vector<RequestRecord>{
+           {t, std::monostate{}},
+           {t, attr},
+           {t, CreateResult{attr, true, attr}},
+           {t, CreateResult{attr, false, std::nullopt}},
+           {t, UnlinkResult{12, 0, true}}}) {
+    absl::StatusOr<RequestRecord> back = DecodeRequestRecord(EncodeRequestRecord(rec));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, rec);
+    std::string bytes = EncodeRequestRecord(rec);
+    EXPECT_FALSE(DecodeRequestRecord(bytes.substr(0, bytes.size() - 1)).ok());
+    EXPECT_FALSE(DecodeRequestRecord(bytes + "x").ok());
+  }
+  ScopeKeys keys(*Scope::Parse("project:a"));
+  RequestId id{"node:1:ab", 7};
+  std::string early = keys.RequestExpiry(100, RequestId{"zzz", 99});
+  std::string late = keys.RequestExpiry(101, RequestId{"a", 1});
+  EXPECT_LT(early, late);  // Time first: the expired records are the front.
+  absl::StatusOr<RequestExpiryKey> k =
+      ParseRequestExpiryKey(keys.RequestExpiry(100, id), keys.RequestExpiryPrefix());
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(k->sec, 100);
+  EXPECT_EQ(k->id.client, id.client);
+  EXPECT_EQ(k->id.seq, id.seq);
+  EXPECT_FALSE(ParseRequestExpiryKey(keys.RequestExpiryPrefix() + std::string(16, '\0'),
+                                     keys.RequestExpiryPrefix())
+                   .ok());
+}
+
 TEST(KeyCodecTest, PrefixEnd) {
   EXPECT_EQ(PrefixEnd("abc"), "abd");
   EXPECT_EQ(PrefixEnd(std::string("a\xff\xff", 3)), "b");

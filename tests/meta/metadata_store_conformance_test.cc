@@ -1358,6 +1358,171 @@ TEST_P(MetadataStoreTest, ScanScopeSeesEveryInodeAndEntryInKeyOrder) {
   EXPECT_ERRNO(store_->ScanScope(*Scope::Parse("team:nope"), none, none), ENOENT);
 }
 
+// --- request ids: at most once ---
+
+RequestId Rid(uint64_t seq, std::string client = "node-a:1:cafe") {
+  return RequestId{std::move(client), seq};
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesUnlinkOnce) {
+  InodeAttr f = Create(kRootInode, "f");
+  ASSERT_OK_AND_ASSIGN(UnlinkResult first, store_->Unlink(scope_, kRootInode, "f", Rid(1)));
+  EXPECT_EQ(first.ino, f.ino);
+  EXPECT_TRUE(first.orphaned);
+  std::string after = DumpScope();
+  // A copy (same id) returns the first answer and changes nothing.
+  ASSERT_OK_AND_ASSIGN(UnlinkResult again, store_->Unlink(scope_, kRootInode, "f", Rid(1)));
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(DumpScope(), after);
+  // Another call (another id, or another client) is applied as usual.
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "f", Rid(2)), ENOENT);
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "f", Rid(1, "node-b:1:beef")), ENOENT);
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "f"), ENOENT);
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesRenameOnce) {
+  InodeAttr a = Create(kRootInode, "a");
+  InodeAttr b = Create(kRootInode, "b");
+  // Over an existing target: the copy must not report (or drop) more.
+  ASSERT_OK_AND_ASSIGN(UnlinkResult first,
+                       store_->Rename(scope_, kRootInode, "a", kRootInode, "b", 0, Rid(7)));
+  EXPECT_EQ(first.ino, b.ino);
+  std::string after = DumpScope();
+  ASSERT_OK_AND_ASSIGN(UnlinkResult again,
+                       store_->Rename(scope_, kRootInode, "a", kRootInode, "b", 0, Rid(7)));
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_EQ(store_->Lookup(scope_, kRootInode, "b")->ino, a.ino);
+  EXPECT_ERRNO(store_->Rename(scope_, kRootInode, "a", kRootInode, "b", 0, Rid(8)), ENOENT);
+  // A name made again after the rename is not touched by a late copy.
+  InodeAttr a2 = Create(kRootInode, "a");
+  ASSERT_OK_AND_ASSIGN(again, store_->Rename(scope_, kRootInode, "a", kRootInode, "b", 0, Rid(7)));
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(store_->Lookup(scope_, kRootInode, "a")->ino, a2.ino);
+  EXPECT_EQ(store_->Lookup(scope_, kRootInode, "b")->ino, a.ino);
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesMkdirAndRmdirOnce) {
+  ASSERT_OK_AND_ASSIGN(InodeAttr first,
+                       store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(1)));
+  std::string after = DumpScope();
+  ASSERT_OK_AND_ASSIGN(InodeAttr again,
+                       store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(1)));
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_EQ(Attr(kRootInode).nlink, 3u);
+  EXPECT_ERRNO(store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(2)), EEXIST);
+
+  ASSERT_OK(store_->Rmdir(scope_, kRootInode, "d", Rid(3)));
+  after = DumpScope();
+  ASSERT_OK(store_->Rmdir(scope_, kRootInode, "d", Rid(3)));
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_EQ(Attr(kRootInode).nlink, 2u);
+  EXPECT_ERRNO(store_->Rmdir(scope_, kRootInode, "d", Rid(4)), ENOENT);
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesExclusiveCreateOnce) {
+  ASSERT_OK_AND_ASSIGN(CreateResult first,
+                       store_->Create(scope_, kRootInode, "f", 0600, caller_, true, Rid(1)));
+  EXPECT_TRUE(first.created);
+  std::string after = DumpScope();
+  // O_EXCL: the copy gets the file it created, not EEXIST.
+  ASSERT_OK_AND_ASSIGN(CreateResult again,
+                       store_->Create(scope_, kRootInode, "f", 0600, caller_, true, Rid(1)));
+  EXPECT_EQ(again, first);
+  EXPECT_TRUE(again.created);
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_ERRNO(store_->Create(scope_, kRootInode, "f", 0600, caller_, true, Rid(2)), EEXIST);
+  EXPECT_EQ(Usage().inodes, 2u);
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesLinkAndSymlinkOnce) {
+  InodeAttr f = Create(kRootInode, "f");
+  ASSERT_OK_AND_ASSIGN(InodeAttr first, store_->Link(scope_, f.ino, kRootInode, "g", Rid(1)));
+  EXPECT_EQ(first.nlink, 2u);
+  std::string after = DumpScope();
+  ASSERT_OK_AND_ASSIGN(InodeAttr again, store_->Link(scope_, f.ino, kRootInode, "g", Rid(1)));
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_ERRNO(store_->Link(scope_, f.ino, kRootInode, "g", Rid(2)), EEXIST);
+
+  ASSERT_OK_AND_ASSIGN(InodeAttr s1,
+                       store_->Symlink(scope_, kRootInode, "s", "f", caller_, Rid(3)));
+  after = DumpScope();
+  ASSERT_OK_AND_ASSIGN(InodeAttr s2,
+                       store_->Symlink(scope_, kRootInode, "s", "f", caller_, Rid(3)));
+  EXPECT_EQ(s2, s1);
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_ERRNO(store_->Symlink(scope_, kRootInode, "s", "f", caller_, Rid(4)), EEXIST);
+}
+
+TEST_P(MetadataStoreTest, RequestIdAppliesXattrChangesOnce) {
+  InodeAttr f = Create(kRootInode, "f");
+  ASSERT_OK(store_->SetXattr(scope_, f.ino, "user.k", "v1", kXattrCreate, Rid(1)));
+  std::string after = DumpScope();
+  ASSERT_OK(store_->SetXattr(scope_, f.ino, "user.k", "v1", kXattrCreate, Rid(1)));
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_ERRNO(store_->SetXattr(scope_, f.ino, "user.k", "v1", kXattrCreate, Rid(2)), EEXIST);
+
+  ASSERT_OK(store_->RemoveXattr(scope_, f.ino, "user.k", Rid(3)));
+  after = DumpScope();
+  ASSERT_OK(store_->RemoveXattr(scope_, f.ino, "user.k", Rid(3)));
+  EXPECT_EQ(DumpScope(), after);
+  EXPECT_ERRNO(store_->RemoveXattr(scope_, f.ino, "user.k", Rid(4)), ENODATA);
+}
+
+TEST_P(MetadataStoreTest, RequestIdRefusalIsNotRecorded) {
+  // A refusal changed nothing: a later copy is evaluated as a new call.
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "f", Rid(1)), ENOENT);
+  InodeAttr f = Create(kRootInode, "f");
+  ASSERT_OK_AND_ASSIGN(UnlinkResult r, store_->Unlink(scope_, kRootInode, "f", Rid(1)));
+  EXPECT_EQ(r.ino, f.ino);
+  // One id for two kinds of call is refused, changing nothing.
+  ASSERT_OK(store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(2)).status());
+  std::string before = DumpScope();
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "d", Rid(2)), EINVAL);
+  EXPECT_EQ(DumpScope(), before);
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "x", Rid(3, std::string(300, 'c'))), EINVAL);
+}
+
+TEST_P(MetadataStoreTest, RequestIdCopiesRacingAreAppliedOnce) {
+  for (int round = 0; round < 20; ++round) {
+    std::string name = fmt::format("f{}", round);
+    InodeAttr f = Create(kRootInode, name);
+    std::vector<absl::StatusOr<UnlinkResult>> results(4, absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        results[t] = store_->Unlink(scope_, kRootInode, name, Rid(100 + round));
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const auto& r : results) {
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->ino, f.ino);
+    }
+  }
+}
+
+TEST_P(MetadataStoreTest, RequestRecordsExpire) {
+  Create(kRootInode, "f");
+  ASSERT_OK(store_->Unlink(scope_, kRootInode, "f", Rid(1)).status());
+  ASSERT_OK(store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(2)).status());
+  Timespec now = Now();
+  // Younger than the cut: kept.
+  ASSERT_OK_AND_ASSIGN(uint64_t dropped,
+                       store_->ExpireRequests(scope_, Timespec{now.sec - 60, 0}));
+  EXPECT_EQ(dropped, 0u);
+  EXPECT_OK(store_->Unlink(scope_, kRootInode, "f", Rid(1)).status());
+  // Older: dropped, and a copy arriving after that is a new call.
+  ASSERT_OK_AND_ASSIGN(dropped, store_->ExpireRequests(scope_, Timespec{now.sec + 2, 0}));
+  EXPECT_EQ(dropped, 2u);
+  EXPECT_ERRNO(store_->Unlink(scope_, kRootInode, "f", Rid(1)), ENOENT);
+  EXPECT_ERRNO(store_->Mkdir(scope_, kRootInode, "d", 0755, caller_, Rid(2)), EEXIST);
+  ASSERT_OK_AND_ASSIGN(dropped, store_->ExpireRequests(scope_, Timespec{now.sec + 2, 0}));
+  EXPECT_EQ(dropped, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Stores, MetadataStoreTest,
     ::testing::Values(

@@ -111,6 +111,35 @@ TEST_F(RocksMetadataStoreTest, ReopenFindsEverything) {
   EXPECT_GT(n.attr.ino, last.ino);
 }
 
+TEST_F(RocksMetadataStoreTest, RequestRecordsSurviveReopenAndExpireWhole) {
+  Scope scope = *Scope::Parse("project:p");
+  ASSERT_OK(store_->OpenScope(scope, true));
+  const RequestId id{"node-a:1:cafe", 42};
+  ASSERT_OK(store_->Create(scope, kRootInode, "f", 0644, Caller{}, true).status());
+  ASSERT_OK_AND_ASSIGN(UnlinkResult first, store_->Unlink(scope, kRootInode, "f", id));
+  ASSERT_OK_AND_ASSIGN(CreateResult made,
+                       store_->Create(scope, kRootInode, "g", 0644, Caller{}, true,
+                                      RequestId{"node-a:1:cafe", 43}));
+  Close();
+  Open();
+  // A server restarted between the change and its answer answers the copy.
+  ASSERT_OK_AND_ASSIGN(UnlinkResult again, store_->Unlink(scope, kRootInode, "f", id));
+  EXPECT_EQ(again, first);
+  ASSERT_OK_AND_ASSIGN(CreateResult made_again,
+                       store_->Create(scope, kRootInode, "g", 0644, Caller{}, true,
+                                      RequestId{"node-a:1:cafe", 43}));
+  EXPECT_EQ(made_again, made);
+
+  meta::ScopeKeys keys(scope);
+  EXPECT_EQ(RawKeys(path_, keys.prefix() + std::string(1, meta::kTagRequest)).size(), 2u);
+  EXPECT_EQ(RawKeys(path_, keys.RequestExpiryPrefix()).size(), 2u);
+  ASSERT_OK_AND_ASSIGN(uint64_t dropped, store_->ExpireRequests(scope, Timespec{Now().sec + 2, 0}));
+  EXPECT_EQ(dropped, 2u);
+  // Both the record and its index key are gone.
+  EXPECT_TRUE(RawKeys(path_, keys.prefix() + std::string(1, meta::kTagRequest)).empty());
+  EXPECT_TRUE(RawKeys(path_, keys.RequestExpiryPrefix()).empty());
+}
+
 TEST_F(RocksMetadataStoreTest, DeleteScopeLeavesNoKeyWithItsPrefix) {
   Scope a = *Scope::Parse("project:a");
   Scope dotted = *Scope::Parse("project:a.b");  // Shares "project:a" as text prefix.
