@@ -19,6 +19,10 @@ namespace {
 
 Caller CallerOf(const v1::Caller& c) { return Caller{c.uid(), c.gid()}; }
 
+// The call's id for at-most-once application (metadata_store.h RequestId);
+// empty when the client sent none.
+RequestId RequestOf(const v1::RequestId& r) { return RequestId{r.client(), r.seq()}; }
+
 absl::Status CheckIno(uint64_t ino) {
   if (ino == 0) return PosixError(EINVAL, "inode number 0");
   return absl::OkStatus();
@@ -251,7 +255,8 @@ grpc::ServerUnaryReactor* NamespaceService::Mkdir(grpc::CallbackServerContext* c
     RETURN_IF_ERROR(CheckIno(req->parent()));
     ASSIGN_OR_RETURN(InodeAttr attr, StaleIfDirGone(*ctx_, scope, {req->parent()},
                                     ctx_->meta().Mkdir(scope, req->parent(), req->name(),
-                                                       req->mode(), CallerOf(req->caller()))));
+                                                       req->mode(), CallerOf(req->caller()),
+                                                       RequestOf(req->request()))));
     Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
@@ -268,7 +273,7 @@ grpc::ServerUnaryReactor* NamespaceService::Create(grpc::CallbackServerContext* 
                      StaleIfDirGone(*ctx_, scope, {req->parent()},
                                     ctx_->meta().Create(scope, req->parent(), req->name(),
                                                         req->mode(), CallerOf(req->caller()),
-                                                        req->exclusive())));
+                                                        req->exclusive(), RequestOf(req->request()))));
     if (r.created) Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(r.attr, resp->mutable_attr());
     resp->set_created(r.created);
@@ -283,7 +288,7 @@ grpc::ServerUnaryReactor* NamespaceService::Unlink(grpc::CallbackServerContext* 
   return ctx_->Unary(c, "rpc.Unlink", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
-    ASSIGN_OR_RETURN(UnlinkResult r, StaleIfDirGone(*ctx_, scope, {req->parent()}, ctx_->meta().Unlink(scope, req->parent(), req->name())));
+    ASSIGN_OR_RETURN(UnlinkResult r, StaleIfDirGone(*ctx_, scope, {req->parent()}, ctx_->meta().Unlink(scope, req->parent(), req->name(), RequestOf(req->request()))));
     std::vector<FeedChange> changes = {FeedChange::Entry(req->parent(), req->name())};
     if (r.ino != 0) changes.push_back(FeedChange::Inode(r.ino));  // One link less.
     Publish(*ctx_, c, scope, std::move(changes));
@@ -300,7 +305,8 @@ grpc::ServerUnaryReactor* NamespaceService::Rmdir(grpc::CallbackServerContext* c
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->parent()));
     RETURN_IF_ERROR(StaleIfDirGone(*ctx_, scope, {req->parent()},
-                                   ctx_->meta().Rmdir(scope, req->parent(), req->name())));
+                                   ctx_->meta().Rmdir(scope, req->parent(), req->name(),
+                                                      RequestOf(req->request()))));
     Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     return absl::OkStatus();
   });
@@ -317,7 +323,7 @@ grpc::ServerUnaryReactor* NamespaceService::Rename(grpc::CallbackServerContext* 
                      StaleIfDirGone(*ctx_, scope, {req->parent(), req->new_parent()},
                                     ctx_->meta().Rename(scope, req->parent(), req->name(),
                                                         req->new_parent(), req->new_name(),
-                                                        req->flags())));
+                                                        req->flags(), RequestOf(req->request()))));
     std::vector<FeedChange> changes = {FeedChange::Entry(req->parent(), req->name()),
                                        FeedChange::Entry(req->new_parent(), req->new_name())};
     if (r.ino != 0) changes.push_back(FeedChange::Inode(r.ino));  // Replaced: one link less.
@@ -338,7 +344,8 @@ grpc::ServerUnaryReactor* NamespaceService::Symlink(grpc::CallbackServerContext*
     ASSIGN_OR_RETURN(InodeAttr attr,
                      StaleIfDirGone(*ctx_, scope, {req->parent()},
                                     ctx_->meta().Symlink(scope, req->parent(), req->name(),
-                                                         req->target(), CallerOf(req->caller()))));
+                                                         req->target(), CallerOf(req->caller()),
+                                                         RequestOf(req->request()))));
     Publish(*ctx_, c, scope, {FeedChange::Entry(req->parent(), req->name())});
     ToProto(attr, resp->mutable_attr());
     return absl::OkStatus();
@@ -366,7 +373,8 @@ grpc::ServerUnaryReactor* NamespaceService::Link(grpc::CallbackServerContext* c,
     RETURN_IF_ERROR(CheckIno(req->new_parent()));
     ASSIGN_OR_RETURN(InodeAttr attr,
                      StaleIfDirGone(*ctx_, scope, {req->ino(), req->new_parent()},
-                                    ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name())));
+                                    ctx_->meta().Link(scope, req->ino(), req->new_parent(), req->new_name(),
+                                                      RequestOf(req->request()))));
     Publish(*ctx_, c, scope,
             {FeedChange::Entry(req->new_parent(), req->new_name()), FeedChange::Inode(req->ino())});
     ToProto(attr, resp->mutable_attr());
@@ -392,7 +400,8 @@ grpc::ServerUnaryReactor* NamespaceService::SetXattr(grpc::CallbackServerContext
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
     RETURN_IF_ERROR(
-        ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags()));
+        ctx_->meta().SetXattr(scope, req->ino(), req->name(), req->value(), req->flags(),
+                              RequestOf(req->request())));
     Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
     return absl::OkStatus();
   });
@@ -415,7 +424,8 @@ grpc::ServerUnaryReactor* NamespaceService::RemoveXattr(grpc::CallbackServerCont
   return ctx_->Unary(c, "rpc.RemoveXattr", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
     TC_SCOPE(scope, req);
     RETURN_IF_ERROR(CheckIno(req->ino()));
-    RETURN_IF_ERROR(ctx_->meta().RemoveXattr(scope, req->ino(), req->name()));
+    RETURN_IF_ERROR(
+        ctx_->meta().RemoveXattr(scope, req->ino(), req->name(), RequestOf(req->request())));
     Publish(*ctx_, c, scope, {FeedChange::Inode(req->ino())});
     return absl::OkStatus();
   });
