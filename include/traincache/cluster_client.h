@@ -31,8 +31,11 @@
 // GetChunk, GetChunkUnverified; CommitContent, which is conditional on a version) are re-sent
 // after any transient failure until the outage timeout. The others (Mkdir,
 // Create exclusive, Symlink, Link, Unlink, Rmdir, Rename, SetXattr with
-// XATTR_CREATE, RemoveXattr) are sent only once a connection is up and are
-// never re-sent once they may have reached the server.
+// XATTR_CREATE, RemoveXattr) are re-sent only with a request id that the
+// server applies at most once (metadata_store.h RequestId: GrpcClusterClient
+// gives every such call one, so UNKNOWN does not happen for them); a client
+// without ids sends them only once a connection is up and never again once
+// they may have reached the server.
 //
 // Thread-safe: all methods may be called concurrently.
 #ifndef TRAINCACHE_CLUSTER_CLIENT_H_

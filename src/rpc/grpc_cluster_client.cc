@@ -135,6 +135,7 @@ class WatchCall final : public grpc::ClientReadReactor<v1::ScopeChanges>,
 GrpcClusterClient::GrpcClusterClient(GrpcClusterClientOptions options)
     : options_(std::move(options)),
       node_id_(options_.node_id.empty() ? MakeNodeId() : options_.node_id),
+      request_client_(MakeNodeId()),
       rpc_(ClientOptions{.target = options_.target,
                          .token = options_.token,
                          .deadline = options_.call_deadline,
@@ -155,6 +156,11 @@ std::unique_ptr<grpc::ClientContext> GrpcClusterClient::NewContext() const {
   std::unique_ptr<grpc::ClientContext> ctx = rpc_.NewContext();
   ctx->AddMetadata(kNodeIdMetadata, node_id_);
   return ctx;
+}
+
+void GrpcClusterClient::NewRequestId(v1::RequestId* out) {
+  out->set_client(request_client_);
+  out->set_seq(next_seq_.fetch_add(1, std::memory_order_relaxed));
 }
 
 absl::StatusOr<std::unique_ptr<ChangeSubscription>> GrpcClusterClient::WatchScope(
@@ -325,8 +331,9 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::Mkdir(const Scope& scope, InodeId p
   req.set_name(std::string(name));
   req.set_mode(mode);
   ToProto(caller, req.mutable_caller());
+  NewRequestId(req.mutable_request());
   v1::AttrResponse resp;
-  RETURN_IF_ERROR(Unary("Mkdir", Resend::kNever, &v1::Namespace::Stub::Mkdir, req, &resp));
+  RETURN_IF_ERROR(Unary("Mkdir", Resend::kSafe, &v1::Namespace::Stub::Mkdir, req, &resp));
   return rpc::FromProto(resp.attr());
 }
 
@@ -340,10 +347,12 @@ absl::StatusOr<CreateResult> GrpcClusterClient::Create(const Scope& scope, Inode
   req.set_mode(mode);
   ToProto(caller, req.mutable_caller());
   req.set_exclusive(exclusive);
+  // Without O_EXCL a second copy finds the file the first made and returns
+  // it; with O_EXCL the id makes a copy return the first one's answer (the
+  // file it created), not EEXIST.
+  NewRequestId(req.mutable_request());
   v1::CreateResponse resp;
-  // Without O_EXCL a second copy finds the file the first made and returns it.
-  RETURN_IF_ERROR(Unary("Create", exclusive ? Resend::kNever : Resend::kSafe,
-                        &v1::Namespace::Stub::Create, req, &resp));
+  RETURN_IF_ERROR(Unary("Create", Resend::kSafe, &v1::Namespace::Stub::Create, req, &resp));
   CreateResult r{.attr = rpc::FromProto(resp.attr()), .created = resp.created()};
   if (resp.has_parent()) r.parent = rpc::FromProto(resp.parent());
   return r;
@@ -355,8 +364,9 @@ absl::StatusOr<UnlinkResult> GrpcClusterClient::Unlink(const Scope& scope, Inode
   req.set_scope(scope.ToString());
   req.set_parent(parent);
   req.set_name(std::string(name));
+  NewRequestId(req.mutable_request());
   v1::UnlinkResponse resp;
-  RETURN_IF_ERROR(Unary("Unlink", Resend::kNever, &v1::Namespace::Stub::Unlink, req, &resp));
+  RETURN_IF_ERROR(Unary("Unlink", Resend::kSafe, &v1::Namespace::Stub::Unlink, req, &resp));
   return FromProto(resp);
 }
 
@@ -365,8 +375,9 @@ absl::Status GrpcClusterClient::Rmdir(const Scope& scope, InodeId parent, std::s
   req.set_scope(scope.ToString());
   req.set_parent(parent);
   req.set_name(std::string(name));
+  NewRequestId(req.mutable_request());
   v1::Empty resp;
-  return Unary("Rmdir", Resend::kNever, &v1::Namespace::Stub::Rmdir, req, &resp);
+  return Unary("Rmdir", Resend::kSafe, &v1::Namespace::Stub::Rmdir, req, &resp);
 }
 
 absl::StatusOr<UnlinkResult> GrpcClusterClient::Rename(const Scope& scope, InodeId parent,
@@ -379,8 +390,9 @@ absl::StatusOr<UnlinkResult> GrpcClusterClient::Rename(const Scope& scope, Inode
   req.set_new_parent(new_parent);
   req.set_new_name(std::string(new_name));
   req.set_flags(flags);
+  NewRequestId(req.mutable_request());
   v1::UnlinkResponse resp;
-  RETURN_IF_ERROR(Unary("Rename", Resend::kNever, &v1::Namespace::Stub::Rename, req, &resp));
+  RETURN_IF_ERROR(Unary("Rename", Resend::kSafe, &v1::Namespace::Stub::Rename, req, &resp));
   return FromProto(resp);
 }
 
@@ -393,8 +405,9 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::Symlink(const Scope& scope, InodeId
   req.set_name(std::string(name));
   req.set_target(std::string(target));
   ToProto(caller, req.mutable_caller());
+  NewRequestId(req.mutable_request());
   v1::AttrResponse resp;
-  RETURN_IF_ERROR(Unary("Symlink", Resend::kNever, &v1::Namespace::Stub::Symlink, req, &resp));
+  RETURN_IF_ERROR(Unary("Symlink", Resend::kSafe, &v1::Namespace::Stub::Symlink, req, &resp));
   return rpc::FromProto(resp.attr());
 }
 
@@ -414,8 +427,9 @@ absl::StatusOr<InodeAttr> GrpcClusterClient::Link(const Scope& scope, InodeId in
   req.set_ino(ino);
   req.set_new_parent(new_parent);
   req.set_new_name(std::string(new_name));
+  NewRequestId(req.mutable_request());
   v1::AttrResponse resp;
-  RETURN_IF_ERROR(Unary("Link", Resend::kNever, &v1::Namespace::Stub::Link, req, &resp));
+  RETURN_IF_ERROR(Unary("Link", Resend::kSafe, &v1::Namespace::Stub::Link, req, &resp));
   return rpc::FromProto(resp.attr());
 }
 
@@ -438,10 +452,11 @@ absl::Status GrpcClusterClient::SetXattr(const Scope& scope, InodeId ino, std::s
   req.set_name(std::string(name));
   req.set_value(std::string(value));
   req.set_flags(flags);
+  // A second copy of XATTR_CREATE would fail with EEXIST on its own value
+  // but for the id.
+  NewRequestId(req.mutable_request());
   v1::Empty resp;
-  // A second copy of XATTR_CREATE would fail with EEXIST on its own value.
-  return Unary("SetXattr", (flags & kXattrCreate) ? Resend::kNever : Resend::kSafe,
-               &v1::Namespace::Stub::SetXattr, req, &resp);
+  return Unary("SetXattr", Resend::kSafe, &v1::Namespace::Stub::SetXattr, req, &resp);
 }
 
 absl::StatusOr<std::vector<std::string>> GrpcClusterClient::ListXattr(const Scope& scope,
@@ -460,9 +475,10 @@ absl::Status GrpcClusterClient::RemoveXattr(const Scope& scope, InodeId ino,
   req.set_scope(scope.ToString());
   req.set_ino(ino);
   req.set_name(std::string(name));
+  // A second copy would fail with ENODATA but for the id.
+  NewRequestId(req.mutable_request());
   v1::Empty resp;
-  // A second copy would fail with ENODATA.
-  return Unary("RemoveXattr", Resend::kNever, &v1::Namespace::Stub::RemoveXattr, req, &resp);
+  return Unary("RemoveXattr", Resend::kSafe, &v1::Namespace::Stub::RemoveXattr, req, &resp);
 }
 
 absl::Status GrpcClusterClient::Sync(const Scope& scope) {

@@ -19,6 +19,13 @@
 // outage_timeout has passed since then the call returns UNAVAILABLE (errno
 // EIO). UNAUTHENTICATED and every answer from the server return at once.
 //
+// Namespace mutations that are not idempotent (Mkdir, Create exclusive,
+// Unlink, Rmdir, Rename, Symlink, Link, SetXattr, RemoveXattr) carry a
+// request id: `request_client_`, made fresh by every instance (so a
+// restarted daemon never repeats an id), and a sequence number per call,
+// the same on every copy. The server applies an id at most once and answers
+// a copy with the recorded outcome, which makes them safe to repeat too.
+//
 // CommitContent counts as safe to repeat because the server applies it only
 // while the inode's version is `expected_version`: a second copy of a commit
 // that was applied is refused with ESTALE, never applied twice. When a
@@ -39,6 +46,7 @@
 #ifndef TRAINCACHE_RPC_GRPC_CLUSTER_CLIENT_H_
 #define TRAINCACHE_RPC_GRPC_CLUSTER_CLIENT_H_
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -154,11 +162,17 @@ class GrpcClusterClient final : public ClusterClient {
                      const Req& req, Resp* resp);
   // True once `channel` is connected; false if `give_up` passes first.
   bool WaitForConnection(grpc::Channel& channel, std::chrono::steady_clock::time_point give_up);
+  // Gives `out` a request id of its own (see the top of this file).
+  void NewRequestId(v1::RequestId* out);
   // rpc_'s context (token, deadline) naming this node.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
   const GrpcClusterClientOptions options_;
   const std::string node_id_;
+  // Names this instance's calls in request ids; unlike node_id_ never given
+  // by options, so it is never reused by another instance.
+  const std::string request_client_;
+  std::atomic<uint64_t> next_seq_{1};
   ServerClient rpc_;
   std::unique_ptr<metrics::LatencyHistograms> latency_;  // null without metrics
 };
