@@ -1,6 +1,7 @@
 // libFuzzer target: the metadata key codec (src/meta/key_codec.h) on
 // arbitrary bytes, as a corrupted or hostile RocksDB would hand them over.
-// The first byte picks the decoder, the rest is its input. Every decoder and
+// The first byte picks the decoder (request records and their expiry
+// keys included), the rest is its input. Every decoder and
 // key parser must return an error rather than crash or read out of bounds,
 // and whatever one accepts must encode back to bytes that decode equal.
 #include <cstdint>
@@ -44,6 +45,15 @@ void Keys(std::string_view in) {
   std::string garbage = keys.GarbagePrefix();
   key = (in.size() % 2 == 0) ? garbage + std::string(in) : std::string(in);
   if (auto id = ParseChunkIdKey(key, garbage); id.ok()) FUZZ_CHECK(keys.Garbage(*id) == key);
+  std::string expiry = keys.RequestExpiryPrefix();
+  key = (in.size() % 2 == 0) ? expiry + std::string(in) : std::string(in);
+  if (auto k = ParseRequestExpiryKey(key, expiry); k.ok()) {
+    FUZZ_CHECK(k->id.client.size() <= kMaxRequestClientBytes);
+    FUZZ_CHECK(keys.RequestExpiry(k->sec, k->id) == key);
+    // The record key holds the same id after its own tag.
+    FUZZ_CHECK(keys.Request(k->id).substr(keys.prefix().size() + 1) ==
+               key.substr(expiry.size() + 8));
+  }
   if (auto suffix = KeySuffix(in, dentries); suffix.ok()) {
     FUZZ_CHECK(dentries + std::string(*suffix) == in);
   }
@@ -68,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace traincache::meta;
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 8) {
+  switch (data[0] % 9) {
     case 0:
       RoundTrip<ScopeMeta>(in, EncodeScopeMeta, DecodeScopeMeta);
       break;
@@ -93,6 +103,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 7:
       PrefixEndOf(in);
+      break;
+    case 8:
+      RoundTrip<RequestRecord>(in, EncodeRequestRecord, DecodeRequestRecord);
       break;
   }
   return 0;
