@@ -20,6 +20,7 @@
 #include "meta/key_codec.h"
 #include "testing/server_process.h"
 #include "testing/temp_dir.h"
+#include "traincache/status.h"
 
 namespace traincache::testing {
 namespace {
@@ -373,6 +374,52 @@ TEST_F(ServerTest, NamespaceChangesWithoutACommitSurviveKillMinus9) {
   auto link = fs.Lookup(kRootInode, "link");
   ASSERT_TRUE(link.ok());
   EXPECT_EQ(*fs.ReadLink(link->ino), "d/f2");
+}
+
+TEST_F(ServerTest, ACopyOfAnAppliedRequestGetsTheRecordedAnswerAcrossKillMinus9) {
+  auto f = fs_->Create(kRootInode, "f");
+  ASSERT_TRUE(f.ok()) << f.status();
+  v1::UnlinkRequest unlink;
+  unlink.set_scope("project:p1");
+  unlink.set_parent(kRootInode);
+  unlink.set_name("f");
+  unlink.mutable_request()->set_client("node-x:1:feed");
+  unlink.mutable_request()->set_seq(9);
+  v1::UnlinkResponse first;
+  ASSERT_TRUE(client_->Call(&v1::Namespace::Stub::Unlink, client_->ns(), unlink, &first).ok());
+  EXPECT_EQ(first.ino(), f->ino);
+  v1::CreateRequest create;
+  create.set_scope("project:p1");
+  create.set_parent(kRootInode);
+  create.set_name("x");
+  create.set_mode(0600);
+  create.set_exclusive(true);
+  create.mutable_request()->set_client("node-x:1:feed");
+  create.mutable_request()->set_seq(10);
+  v1::CreateResponse made;
+  ASSERT_TRUE(client_->Call(&v1::Namespace::Stub::Create, client_->ns(), create, &made).ok());
+  ASSERT_TRUE(made.created());
+
+  // The answers were lost with the server; the copies come to the new one.
+  server_->Kill();
+  ASSERT_TRUE(server_->Start().ok());
+  client_ = server_->Client();
+  v1::UnlinkResponse again;
+  absl::Status st = client_->Call(&v1::Namespace::Stub::Unlink, client_->ns(), unlink, &again);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  v1::CreateResponse made_again;
+  st = client_->Call(&v1::Namespace::Stub::Create, client_->ns(), create, &made_again);
+  ASSERT_TRUE(st.ok()) << st;  // O_EXCL: the file it made, not EEXIST.
+  EXPECT_EQ(made_again.SerializeAsString(), made.SerializeAsString());
+
+  // Without the id (or with another) the same calls are new calls.
+  unlink.mutable_request()->set_seq(11);
+  EXPECT_EQ(ErrnoOf(client_->Call(&v1::Namespace::Stub::Unlink, client_->ns(), unlink, &again)),
+            ENOENT);
+  create.clear_request();
+  EXPECT_EQ(ErrnoOf(client_->Call(&v1::Namespace::Stub::Create, client_->ns(), create, &made_again)),
+            EEXIST);
 }
 
 TEST_F(ServerTest, GarbageCollectionDeletesReplacedChunksAndKeepsFreshUploads) {
