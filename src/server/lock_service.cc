@@ -256,8 +256,9 @@ grpc::ServerUnaryReactor* LockService::CloseSession(grpc::CallbackServerContext*
 
 namespace {
 
-absl::StatusOr<ParsedLock> ParseLock(ServiceContext& ctx, const v1::LockRequest& req) {
-  ASSIGN_OR_RETURN(Scope scope, ctx.ParseScope(req.scope()));
+absl::StatusOr<ParsedLock> ParseLock(ServiceContext& ctx, const grpc::CallbackServerContext* c,
+                                     const v1::LockRequest& req) {
+  ASSIGN_OR_RETURN(Scope scope, ctx.ScopeOf(c, req.scope()));
   if (req.ino() == 0) return absl::InvalidArgumentError("inode 0 does not exist");
   ASSIGN_OR_RETURN(LockKind kind, KindOf(req.kind()));
   ASSIGN_OR_RETURN(LockType type, TypeOf(req.type()));
@@ -277,7 +278,7 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
   auto* reactor = new LockReactor(ctx_, &table_, c);
   absl::StatusOr<ParsedLock> parsed = [&]() -> absl::StatusOr<ParsedLock> {
     RETURN_IF_ERROR(ctx_->CheckAuth(c));
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, c, *req));
     if (p.range.type == LockType::kUnlock) {
       return absl::InvalidArgumentError("Lock of type unlock (use Unlock)");
     }
@@ -297,7 +298,7 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* LockService::Unlock(grpc::CallbackServerContext* c,
                                               const v1::LockRequest* req, v1::LockResponse*) {
   return ctx_->Unary(c, "rpc.Unlock", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, c, *req));
     // An expired session holds nothing: its unlock must not touch what
     // others took since.
     RETURN_IF_ERROR(CheckSession(req->session()));
@@ -310,7 +311,7 @@ grpc::ServerUnaryReactor* LockService::TestLock(grpc::CallbackServerContext* c,
                                                 const v1::LockRequest* req,
                                                 v1::TestLockResponse* resp) {
   return ctx_->Unary(c, "rpc.TestLock", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, c, *req));
     RETURN_IF_ERROR(CheckSession(req->session()));
     std::optional<HeldLock> held = table_.Test(p.key, p.owner, p.range);
     resp->set_conflict(held.has_value());

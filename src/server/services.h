@@ -107,7 +107,11 @@ class ClusterService final : public v1::Cluster::CallbackService {
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* GetClusterInfo(Ctx*, const v1::GetClusterInfoRequest*, v1::ClusterInfo*) override;
+  // Under require_attached_scopes, Attach records the job for the caller's
+  // identity (ctx->attachments()) once the affinity decision allows it;
+  // Detach forgets it.
   Reactor* Attach(Ctx*, const v1::AttachRequest*, v1::AttachResponse*) override;
+  Reactor* Detach(Ctx*, const v1::DetachRequest*, v1::DetachResponse*) override;
   Reactor* GetPin(Ctx*, const v1::PinRef*, v1::Pin*) override;
   Reactor* ClaimPin(Ctx*, const v1::ClaimPinRequest*, v1::ClaimPinResponse*) override;
   Reactor* SetPin(Ctx*, const v1::SetPinRequest*, v1::Pin*) override;
