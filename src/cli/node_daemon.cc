@@ -336,7 +336,12 @@ absl::StatusOr<bool> NodeDaemon::DetachOnServer(const std::string& job_id) {
   v1::DetachRequest req;
   req.set_job_id(job_id);
   v1::DetachResponse resp;
-  absl::Status status = server_->Call(&v1::Cluster::Stub::Detach, server_->cluster(), req, &resp);
+  auto ctx = server_->NewContext();
+  // A connection being re-made (the server just restarted) is waited for,
+  // within the call's deadline, rather than failing the detach at once:
+  // a detach the server misses leaves this node its scopes there.
+  ctx->set_wait_for_ready(true);
+  absl::Status status = rpc::FromGrpcStatus(server_->cluster().Detach(ctx.get(), req, &resp));
   if (!status.ok()) {
     // Best effort: the job is gone from this node either way. What is left
     // on the server is an attachment too many (this node may still use the

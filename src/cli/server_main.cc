@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
   std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen, metadata_sync,
       tls_cert_file, tls_key_file, tls_client_ca_file;
   std::optional<uint64_t> quota;
-  std::optional<bool> require_attached_scopes;
+  // A plain bool: CLI11 assigns an optional<bool> flag even when absent,
+  // which would switch the config file's key off.
+  bool require_attached_scopes = false;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
   app.add_option("--listen", listen, "host:port or unix:/path");
@@ -79,7 +81,7 @@ int main(int argc, char** argv) {
     if (tls_cert_file) config->tls_cert_file = *tls_cert_file;
     if (tls_key_file) config->tls_key_file = *tls_key_file;
     if (tls_client_ca_file) config->tls_client_ca_file = *tls_client_ca_file;
-    if (require_attached_scopes) config->require_attached_scopes = *require_attached_scopes;
+    if (require_attached_scopes) config->require_attached_scopes = true;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
   }
   if (config.ok()) {
