@@ -364,6 +364,68 @@ TEST_F(AttachedScopesTest, ADetachTheRestartedDaemonNeverSawStillReachesTheServe
   EXPECT_THAT(detached.output, HasSubstr("NOT_FOUND"));
 }
 
+TEST_F(AttachedScopesTest, ANodeMayStillUnlockItsOwnLocksAfterItsJobDetached) {
+  NodeProcess& a = StartNode("node-a");
+  ASSERT_EQ(AttachJob(a, "j1", "p1").code, 0);
+  ASSERT_EQ(WriteFile(a.MountPoint(kP1) + "/lockme", "x"), 0);
+  auto a_client = ClientAs("node-a");
+  auto b_client = ClientAs("node-b");
+  RemoteFs fs(a_client.get(), kP1);
+  ASSERT_TRUE(fs.Open().ok());
+  auto attr = fs.Lookup(kRootInode, "lockme");
+  ASSERT_TRUE(attr.ok()) << attr.status();
+
+  auto open_session = [](rpc::ServerClient& client, const std::string& node) {
+    v1::OpenSessionRequest req;
+    req.set_node(node);
+    v1::SessionResponse resp;
+    EXPECT_TRUE(client.Call(&v1::Locks::Stub::OpenSession, client.locks(), req, &resp).ok());
+    return resp.session();
+  };
+  const uint64_t sa = open_session(*a_client, "node-a"), sb = open_session(*b_client, "node-b");
+  v1::LockRequest lock;
+  lock.set_scope(kP1.ToString());
+  lock.set_ino(attr->ino);
+  lock.set_session(sa);
+  lock.set_owner(7);
+  lock.set_kind(v1::LOCK_KIND_FLOCK);
+  lock.set_type(v1::LOCK_TYPE_WRITE);
+  v1::LockResponse lock_resp;
+  ASSERT_TRUE(a_client->Call(&v1::Locks::Stub::Lock, a_client->locks(), lock, &lock_resp).ok());
+
+  // Another node cannot give up node A's locks, by unlock or by closing its session.
+  EXPECT_EQ(b_client->Call(&v1::Locks::Stub::Unlock, b_client->locks(), lock, &lock_resp).code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::SessionRef ref;
+  ref.set_session(sa);
+  v1::SessionResponse closed;
+  EXPECT_EQ(
+      b_client->Call(&v1::Locks::Stub::CloseSession, b_client->locks(), ref, &closed).code(),
+      absl::StatusCode::kPermissionDenied);
+
+  // The job detaches before node A's unlock arrives (a flock's release is
+  // asynchronous in FUSE): node A may no longer use the scope, but may
+  // still give its lock up.
+  ASSERT_EQ(Cli(a, {"detach", "--job", "j1"}).code, 0);
+  v1::TestLockResponse test;
+  ExpectDenied(a_client->Call(&v1::Locks::Stub::TestLock, a_client->locks(), lock, &test),
+               "node-a", kP1);
+  EXPECT_TRUE(a_client->Call(&v1::Locks::Stub::Unlock, a_client->locks(), lock, &lock_resp).ok());
+
+  // Node B, attached now, finds the file unlocked.
+  v1::AttachRequest attach;
+  attach.set_project("p1");
+  attach.set_gpu_type("H100");
+  attach.set_job_id("j9");
+  v1::AttachResponse attached;
+  ASSERT_TRUE(
+      b_client->Call(&v1::Cluster::Stub::Attach, b_client->cluster(), attach, &attached).ok());
+  lock.set_session(sb);
+  lock.set_owner(9);
+  ASSERT_TRUE(b_client->Call(&v1::Locks::Stub::TestLock, b_client->locks(), lock, &test).ok());
+  EXPECT_FALSE(test.conflict());
+}
+
 TEST_F(AttachedScopesTest, AdminCallsAreNotChecked) {
   // The operator's certificate attached nothing, yet may look at and
   // manage every scope (the CLI's summarize, quota, delete-project).
