@@ -218,7 +218,14 @@ absl::StatusOr<v1::AttachJobResponse> NodeDaemon::Attach(const v1::AttachJobRequ
   ask.set_require_cache_affinity(req.require_cache_affinity());
   ask.set_job_id(req.job_id());
   v1::AttachResponse decided;
-  RETURN_IF_ERROR(server_->Call(&v1::Cluster::Stub::Attach, server_->cluster(), ask, &decided));
+  {
+    // As DetachOnServer: a connection being (re)made is waited for within
+    // the deadline, so an attach right after a server restart does not
+    // fail at once on a channel in reconnect backoff.
+    auto ctx = server_->NewContext();
+    ctx->set_wait_for_ready(true);
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(server_->cluster().Attach(ctx.get(), ask, &decided)));
+  }
 
   std::vector<std::shared_ptr<Mounted>> mounted;
   // Undo: a mount made for this job alone goes again (after the grace), and

@@ -128,7 +128,9 @@ class AttachedScopesTest : public ::testing::Test {
                 const std::string& team = "") {
     std::vector<std::string> args = {"attach", "--project", project, "--gpu", "H100", "--job", job};
     if (!team.empty()) args.insert(args.end(), {"--team", team});
-    return Cli(node, args);
+    Run run = Cli(node, args);
+    if (run.code != 0) ADD_FAILURE() << "attach " << job << ": " << run.output;
+    return run;
   }
 
   // OpenScope (create) of `scope` as `cert`: the first call a node makes to
