@@ -173,6 +173,10 @@ struct Filesystem::WriteState {
   // it (a half-written file). Every commit answers this errno until the last
   // writer closes and the changes are dropped; a truncate to 0 starts over.
   int lost_write = 0;
+  // Staged by an earlier run that died before a close or fsync returned:
+  // never acknowledged to its writer, so never published over a change
+  // another node committed (and acknowledged) meanwhile (Commit).
+  bool from_earlier_run = false;
   Timespec mtime;  // Of the last staged change.
   int fd = -1;     // The staging file, opened at the first staged change.
   std::string path;
@@ -527,9 +531,12 @@ absl::Status Filesystem::RecoverInode(InodeId ino, const std::string& path) {
   ws->path = path;
   ws->journal_path = journal_path;
 
-  // The same commit as a close's: conditional on the recorded base version,
-  // rebased only when that cannot publish a mix. The inode is not in the
-  // table (nothing of this run knows it yet), a private entry carries it.
+  // The same commit as a close's, conditional on the recorded base version,
+  // but not rebased over another node's change: that change was
+  // acknowledged, these bytes never were (the files stay for an operator).
+  // The inode is not in the table (nothing of this run knows it yet), a
+  // private entry carries it.
+  ws->from_earlier_run = true;
   Inode inode(ino);
   absl::Status s;
   {
@@ -1604,7 +1611,7 @@ absl::Status Filesystem::Commit(Inode& inode, WriteState& ws) {
     // Another change landed since the base. Re-committing on the new version
     // is safe only if that cannot publish a mix of two writers' bytes.
     ASSIGN_OR_RETURN(ChunkMap current, client_->GetChunkMap(scope_, inode.ino));
-    const bool independent = ws.IndependentOfBase();
+    const bool independent = ws.IndependentOfBase() && !ws.from_earlier_run;
     if (attempt < kMaxCommitAttempts && (independent || SameContent(current, ws.base))) {
       spdlog::info("[{}] ino {}: commit on version {} is stale, re-committing on {} ({})",
                    scope_.ToString(), inode.ino, expected, current.version,

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "testing/temp_dir.h"
 #include "absl/status/statusor.h"
 #include "traincache/scope.h"
 
@@ -61,29 +62,6 @@ inline std::string RandomBytes(size_t n, uint64_t seed) {
   for (; i < n; ++i) out[i] = static_cast<char>(rng());
   return out;
 }
-
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/tc_chunk_test.XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp " << pattern << ": " << strerror(errno);
-    }
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Number of entries directly in `dir` (0 if it does not exist).
 inline size_t CountEntries(const std::string& dir) {

@@ -74,11 +74,23 @@ inline int WriteFile(const std::string& path, std::string_view data, mode_t mode
   return close(fd) == 0 ? 0 : -errno;
 }
 
+// What a read saw besides the bytes, for a failure's message.
+struct ReadNotes {
+  uint64_t ino = 0;
+  uint64_t size = 0;  // fstat after the open
+  std::string reads;  // what each read(2) returned
+};
+
 // The whole file through open/read/close, or "<errno N>" if a call failed, so
 // that a failure shows in the assertion that compares it.
-inline std::string ReadFile(const std::string& path) {
+inline std::string ReadFile(const std::string& path, ReadNotes* notes = nullptr) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return "<errno " + std::to_string(errno) + ">";
+  struct stat st {};
+  if (notes != nullptr && fstat(fd, &st) == 0) {
+    notes->ino = st.st_ino;
+    notes->size = static_cast<uint64_t>(st.st_size);
+  }
   std::string out;
   std::string buf(1u << 20, '\0');
   for (;;) {
@@ -89,6 +101,7 @@ inline std::string ReadFile(const std::string& path) {
       close(fd);
       return "<errno " + std::to_string(err) + ">";
     }
+    if (notes != nullptr) notes->reads += std::to_string(n) + " ";
     if (n == 0) break;
     out.append(buf.data(), static_cast<size_t>(n));
   }

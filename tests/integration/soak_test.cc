@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -84,6 +85,8 @@ class SoakTest : public MountTest {
 
 constexpr int kWorkersPerNode = 3;
 constexpr int kNamesPerWorker = 12;
+// A failure's bytes are looked for among this many first writes of each worker.
+constexpr uint64_t kMaxWritesLooked = 20'000;
 
 // Counters shared by the worker processes and the test (in a MAP_SHARED
 // mapping made before they fork): lock-free atomics only.
@@ -253,8 +256,10 @@ class Worker {
     shared_->reads++;
     std::string got;
     int err = 0;
+    const std::string started = WallClock();
+    ReadNotes seen;
     bool ok = Attempt(via, "read f" + std::to_string(name), [&] {
-      got = ReadFile(Path(via, name));
+      got = ReadFile(Path(via, name), &seen);
       if (got.starts_with("<errno ")) {
         err = std::atoi(got.c_str() + 7);
         if (err == ENOENT) return 0;
@@ -277,7 +282,36 @@ class Worker {
         }
       }
     }
-    Fail(fmt::format("worker {}: f{} read via node {}: {}", id_, name, via, why));
+    Fail(fmt::format("worker {}: f{} read via node {} at {} (ino {}, size {} at open, reads {}): "
+                     "{}{}",
+                     id_, name, via, started, seen.ino, seen.size, seen.reads, why, WhatItIs(got)));
+  }
+
+  // For a failure: whose version the bytes are, whole or as a prefix (as
+  // stale pages of a cache would show), by their first eight bytes.
+  std::string WhatItIs(const std::string& got) const {
+    if (got.size() < 8) return "";
+    if (got.find_first_not_of('\0') == std::string::npos) return "; they are all zeros";
+    for (uint64_t worker = 0; worker < 2 * kWorkersPerNode; ++worker) {
+      for (uint64_t n = 1; n <= kMaxWritesLooked; ++n) {
+        const uint64_t seed = (worker << 32) | n;
+        if (RandomBytes(8, seed) != got.substr(0, 8)) continue;
+        const std::string want = RandomBytes(got.size() & ~size_t{7}, seed);
+        return fmt::format("; they begin as seed {} (worker {}, write {}), and {} it{}", seed,
+                           worker, n, got.compare(0, want.size(), want) == 0 ? "follow" : "leave",
+                           worker == static_cast<uint64_t>(id_) ? "" : " (ANOTHER WORKER'S)");
+      }
+    }
+    return "; they begin as no version any worker wrote";
+  }
+
+  static std::string WallClock() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm local{};
+    localtime_r(&ts.tv_sec, &local);
+    return fmt::format("{:02}:{:02}:{:02}.{:03}", local.tm_hour, local.tm_min, local.tm_sec,
+                       ts.tv_nsec / 1000000);
   }
 
   // What `name` held before a rename or unlink moved it away, as the other

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 
+#include "testing/temp_dir.h"
 #include "traincache/metadata_store.h"
 #include "traincache/status.h"
 
@@ -53,25 +54,7 @@ absl::Status AsStatus(const absl::StatusOr<T>& s) {
   return s.status();
 }
 
-// A fresh directory under $TMPDIR (or /tmp), removed by the destructor.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = getenv("TMPDIR");
-    std::string tmpl = fmt::format("{}/traincache_meta_XXXXXX", base ? base : "/tmp");
-    char* made = mkdtemp(tmpl.data());
-    if (made == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::traincache::testing::TempDir;
 
 inline SetAttrRequest WithSize(uint64_t size) {
   SetAttrRequest r;
