@@ -218,18 +218,28 @@ absl::StatusOr<v1::AttachJobResponse> NodeDaemon::Attach(const v1::AttachJobRequ
   ask.set_require_cache_affinity(req.require_cache_affinity());
   ask.set_job_id(req.job_id());
   v1::AttachResponse decided;
-  RETURN_IF_ERROR(server_->Call(&v1::Cluster::Stub::Attach, server_->cluster(), ask, &decided));
+  {
+    // As DetachOnServer: a connection being (re)made is waited for within
+    // the deadline, so an attach right after a server restart does not
+    // fail at once on a channel in reconnect backoff.
+    auto ctx = server_->NewContext();
+    ctx->set_wait_for_ready(true);
+    RETURN_IF_ERROR(rpc::FromGrpcStatus(server_->cluster().Attach(ctx.get(), ask, &decided)));
+  }
 
   std::vector<std::shared_ptr<Mounted>> mounted;
+  // Undo: a mount made for this job alone goes again (after the grace), and
+  // the server forgets the attachment it just recorded.
+  auto undo = [&] {
+    for (auto& done : mounted) {
+      if (done->jobs.empty() && !done->manual && !done->idle_since) done->idle_since = Clock::now();
+    }
+    IGNORE_ERROR(DetachOnServer(req.job_id()).status());
+  };
   for (const Scope& scope : scopes) {
     auto m = MountLocked(scope, /*create=*/true);
     if (!m.ok()) {
-      // Undo: a mount made for this job alone goes again (after the grace).
-      for (auto& done : mounted) {
-        if (done->jobs.empty() && !done->manual && !done->idle_since) {
-          done->idle_since = Clock::now();
-        }
-      }
+      undo();
       return m.status();
     }
     mounted.push_back(*m);
@@ -238,9 +248,7 @@ absl::StatusOr<v1::AttachJobResponse> NodeDaemon::Attach(const v1::AttachJobRequ
   std::error_code ec;
   std::filesystem::create_directories(scratch, ec);
   if (ec) {
-    for (auto& done : mounted) {
-      if (done->jobs.empty() && !done->manual && !done->idle_since) done->idle_since = Clock::now();
-    }
+    undo();
     return PosixError(ec.value(),
                       fmt::format("cannot make scratch folder {}: {}", scratch, ec.message()));
   }
@@ -285,6 +293,14 @@ absl::StatusOr<std::vector<std::string>> NodeDaemon::Detach(const std::string& j
   std::lock_guard lock(mounts_mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) {
+    // An earlier process of this daemon may have attached it (jobs are not
+    // kept across restarts, the server's attachments are): the server still
+    // lets this node use the job's scopes until it hears of the detach.
+    absl::StatusOr<bool> existed = DetachOnServer(job_id);
+    if (existed.ok() && *existed) {
+      spdlog::info("job {}: not attached in this process; detached on the server", job_id);
+      return std::vector<std::string>{};
+    }
     return absl::NotFoundError(fmt::format("job {} is not attached on this node", job_id));
   }
   // The job's writes first: every staged change of its scopes is committed
@@ -316,8 +332,33 @@ absl::StatusOr<std::vector<std::string>> NodeDaemon::Detach(const std::string& j
     }
   }
   jobs_.erase(it);
+  // After the commits above: the server may refuse this node the scopes
+  // from now on.
+  IGNORE_ERROR(DetachOnServer(job_id).status());
   spdlog::info("job {} detached", job_id);
   return released;
+}
+
+absl::StatusOr<bool> NodeDaemon::DetachOnServer(const std::string& job_id) {
+  v1::DetachRequest req;
+  req.set_job_id(job_id);
+  v1::DetachResponse resp;
+  auto ctx = server_->NewContext();
+  // A connection being re-made (the server just restarted) is waited for,
+  // within the call's deadline, rather than failing the detach at once:
+  // a detach the server misses leaves this node its scopes there.
+  ctx->set_wait_for_ready(true);
+  absl::Status status = rpc::FromGrpcStatus(server_->cluster().Detach(ctx.get(), req, &resp));
+  if (!status.ok()) {
+    // Best effort: the job is gone from this node either way. What is left
+    // on the server is an attachment too many (this node may still use the
+    // scopes there), never one too few; detaching the job again retries.
+    spdlog::warn("job {}: the server was not told of the detach ({}); detach the job again to "
+                 "retry",
+                 job_id, status.ToString());
+    return status;
+  }
+  return resp.existed();
 }
 
 void NodeDaemon::HousekeepingLoop() {

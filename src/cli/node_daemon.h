@@ -61,8 +61,9 @@ struct NodeDaemonOptions {
   std::string scratch_dir;   // jobs' scratch folders (<scratch_dir>/<job id>); required to attach
   // Serve only the scopes of attached jobs: Mount (mount-scope, --scope) is
   // refused, so this daemon never asks the server for a scope no job of
-  // this node uses (the server cannot tell: it does not know which jobs run
-  // on which node).
+  // this node uses. A server with require_attached_scopes enforces the same
+  // (it knows this node by its client certificate); this flag refuses
+  // before any call.
   bool attached_scopes_only = false;
   // A scope no attached job uses is unmounted this long after its last detach.
   std::chrono::milliseconds unmount_grace{60'000};
@@ -169,6 +170,11 @@ class NodeDaemon final : public v1::NodeAdmin::CallbackService {
                                                        std::optional<StoredMount> inherited = {});
   // Serves on every mount of options_.inherited (Start).
   void TakeOverInherited();
+  // Tells the server the job left this node (Cluster.Detach), so that under
+  // require_attached_scopes it stops serving this node the job's scopes
+  // that no other job of it uses. Returns whether the server had the job
+  // attached for this node; a failure is logged (a warning) and returned.
+  absl::StatusOr<bool> DetachOnServer(const std::string& job_id);
   void HousekeepingLoop();
   void UnmountIdle();
   void CheckScopes();

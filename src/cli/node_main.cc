@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0u, 3'600'000u));
   bool attached_scopes_only = false;
   app.add_flag("--attached-scopes-only", attached_scopes_only,
-               "serve only the scopes of attached jobs: refuse --scope and mount-scope");
+               "serve only the scopes of attached jobs: refuse --scope and mount-scope (a "
+               "server with require_attached_scopes also refuses them, by certificate)");
   rpc::ClientTlsFiles tls_files;
   cli::AddClientTlsFlags(app, tls_files);
   CLI11_PARSE(app, argc, argv);

@@ -3,7 +3,7 @@
 //   traincache-server --config /etc/traincache/server.toml [--data-dir D] [--listen A]
 //                     [--token-file F] [--default-quota-bytes N] [--log-level L]
 //                     [--metrics-listen HOST:PORT] [--tls-cert-file F --tls-key-file F]
-//                     [--tls-client-ca-file F]
+//                     [--tls-client-ca-file F] [--require-attached-scopes]
 //
 // Flags override the file. Exits 2 with a message naming the key when the
 // config is wrong, 1 when the server cannot start (data dir locked, port in
@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   std::optional<std::string> data_dir, listen, token_file, log_level, metrics_listen, metadata_sync,
       tls_cert_file, tls_key_file, tls_client_ca_file;
   std::optional<uint64_t> quota;
+  // A plain bool: CLI11 assigns an optional<bool> flag even when absent,
+  // which would switch the config file's key off.
+  bool require_attached_scopes = false;
   app.add_option("--config", config_path, "TOML config file");
   app.add_option("--data-dir", data_dir, "data directory (RocksDB and chunks)");
   app.add_option("--listen", listen, "host:port or unix:/path");
@@ -49,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key-file", tls_key_file, "PEM private key of --tls-cert-file");
   app.add_option("--tls-client-ca-file", tls_client_ca_file,
                  "PEM CA bundle: require client certificates it signed (mutual TLS)");
+  app.add_flag("--require-attached-scopes", require_attached_scopes,
+               "serve a scope's data only to a node (client certificate CN) with an attached "
+               "job that uses it (config key require_attached_scopes; needs "
+               "--tls-client-ca-file)");
   CLI11_PARSE(app, argc, argv);
 
   // Block the stop signals in every thread; main waits for them below.
@@ -74,6 +81,7 @@ int main(int argc, char** argv) {
     if (tls_cert_file) config->tls_cert_file = *tls_cert_file;
     if (tls_key_file) config->tls_key_file = *tls_key_file;
     if (tls_client_ca_file) config->tls_client_ca_file = *tls_client_ca_file;
+    if (require_attached_scopes) config->require_attached_scopes = true;
     config = traincache::server::FinalizeServerConfig(*std::move(config));
   }
   if (config.ok()) {

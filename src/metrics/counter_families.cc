@@ -88,6 +88,9 @@ CounterNaming ServerCounterNaming() {
            "Chunks found corrupt on a verified read (never served; set aside in "
            "<data_dir>/chunks/quarantine)"},
           {"bad_scope", "Requests naming a malformed scope"},
+          {"scope_denied",
+           "Data-plane calls refused under require_attached_scopes: the caller (client "
+           "certificate CN) has no attached job that uses the scope"},
           {"gc.chunks_deleted", "Unreferenced chunks deleted by garbage collection"},
           {"feed.watches", "Change feed streams (WatchScope) started"},
           {"feed.messages", "Change feed messages sent (heartbeats included)"},

@@ -95,6 +95,16 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
     s->pins_ = NewRemotePinRegistry(
         {.target = config.registry, .token = config.registry_token, .tls = registry_tls});
   }
+  if (config.require_attached_scopes) {
+    // A RocksDB of its own, as the pins': the scopes' keyspace (listed,
+    // deleted, checked by fsck) never meets an attachment. Loaded whole:
+    // every data-plane call is checked against memory.
+    ASSIGN_OR_RETURN(auto backend, meta::OpenRocksKvBackend(config.data_dir + "/attachments"));
+    ASSIGN_OR_RETURN(s->attachments_, AttachmentTable::Open(std::make_unique<meta::AttachmentStore>(
+                                          std::move(backend))));
+    spdlog::info("attached scopes required: {} job(s) of {} node(s) attached", s->attachments_->jobs(),
+                 s->attachments_->identities());
+  }
   if (!config.metrics_listen.empty()) {
     auto endpoint = metrics::MetricsEndpoint::Start(config.metrics_listen);
     if (!endpoint.ok()) {
@@ -112,6 +122,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(const ServerConf
                               .gc_grace_seconds = config.gc_grace_seconds,
                               .orphan_grace_seconds = config.orphan_grace_seconds,
                               .pins = s->pins_.get(),
+                              .attachments = s->attachments_.get(),
                               .metrics = s->metrics_ ? &s->metrics_->registry() : nullptr});
   s->namespace_service_ = std::make_unique<NamespaceService>(s->context_.get());
   s->chunk_service_ = std::make_unique<ChunkService>(s->context_.get());
@@ -198,6 +209,7 @@ void CacheServer::Shutdown() {
   chunks_.reset();
   pins_.reset();
   pin_store_.reset();
+  attachments_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
   if (grpc_server_started_) spdlog::info("traincache-server stopped");

@@ -8,7 +8,10 @@
 // Prometheus metrics: RPC latency histograms, the counters (as
 // traincache_server_*, see metrics/counter_families.h) and, computed at each
 // scrape, every scope's usage: traincache_server_scope_used_bytes,
-// _quota_bytes and _inodes{scope="project:<id>"}. Shutdown() stops accepting calls, lets running ones
+// _quota_bytes and _inodes{scope="project:<id>"}. With
+// config.require_attached_scopes it keeps the nodes' attachments in
+// <data_dir>/attachments (attachment_table.h) and checks data-plane calls
+// against them. Shutdown() stops accepting calls, lets running ones
 // finish (up to a deadline), stops the collector and closes the stores.
 // Thread-safe: Shutdown may be called from any thread, once.
 #ifndef TRAINCACHE_SERVER_CACHE_SERVER_H_
@@ -67,6 +70,7 @@ class CacheServer {
   std::unique_ptr<ChunkStore> chunks_;
   std::unique_ptr<meta::PinStore> pin_store_;  // Only when this server is the registry.
   std::unique_ptr<PinRegistry> pins_;
+  std::unique_ptr<AttachmentTable> attachments_;  // Only with require_attached_scopes.
   std::unique_ptr<ServiceContext> context_;
   std::unique_ptr<NamespaceService> namespace_service_;
   std::unique_ptr<ChunkService> chunk_service_;

@@ -22,7 +22,7 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
  public:
   PutChunksReactor(ServiceContext* ctx, grpc::CallbackServerContext* call,
                    v1::PutChunksResponse* resp)
-      : ctx_(ctx), resp_(resp) {
+      : ctx_(ctx), call_(call), resp_(resp) {
     if (absl::Status auth = ctx_->CheckAuth(call); !auth.ok()) {
       End(auth);
       return;
@@ -78,7 +78,7 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
   // Takes one message into the current chunk; an error ends the stream.
   absl::Status Accept() {
     if (!scope_) {
-      ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req_.scope()));
+      ASSIGN_OR_RETURN(Scope scope, ctx_->ScopeOf(call_, req_.scope()));
       scope_ = std::move(scope);
     } else if (!req_.scope().empty() && req_.scope() != scope_->ToString()) {
       return absl::InvalidArgumentError("one PutChunks stream serves one scope");
@@ -121,6 +121,7 @@ class PutChunksReactor final : public grpc::ServerReadReactor<v1::PutChunksReque
 
   ServiceContext* ctx_;
   const ServiceContext::Clock::time_point started_ = ServiceContext::Clock::now();
+  grpc::CallbackServerContext* call_;  // gRPC's, valid until OnDone
   v1::PutChunksResponse* resp_;
   v1::PutChunksRequest req_;
   std::optional<Scope> scope_;
@@ -140,6 +141,11 @@ class GetChunkReactor final : public grpc::ServerWriteReactor<v1::GetChunkRespon
       : ctx_(ctx) {
     if (absl::Status auth = ctx_->CheckAuth(call); !auth.ok()) {
       End(auth);
+      return;
+    }
+    // On gRPC's thread, before any disk is touched.
+    if (absl::Status allowed = ctx_->ScopeOf(call, req->scope()).status(); !allowed.ok()) {
+      End(allowed);
       return;
     }
     ctx_->pool().Submit([this, req] {
@@ -240,7 +246,7 @@ grpc::ServerUnaryReactor* ChunkService::HasChunks(grpc::CallbackServerContext* c
                                                   const v1::HasChunksRequest* req,
                                                   v1::HasChunksResponse* resp) {
   return ctx_->Unary(c, "rpc.HasChunks", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
-    ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req->scope()));
+    ASSIGN_OR_RETURN(Scope scope, ctx_->ScopeOf(c, req->scope()));
     if (req->ids_size() > 1024) {
       return absl::InvalidArgumentError(
           fmt::format("HasChunks takes at most 1024 ids, got {}", req->ids_size()));

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "server/services.h"
@@ -13,6 +14,12 @@ void ToProto(const meta::PinRecord& pin, v1::Pin* out) {
   out->set_cluster(pin.cluster);
   out->set_pinned_at(pin.pinned_at);
   out->set_job_id(pin.job_id);
+}
+
+std::vector<std::string> ScopeTexts(const std::vector<Scope>& scopes) {
+  std::vector<std::string> out;
+  for (const Scope& scope : scopes) out.push_back(scope.ToString());
+  return out;
 }
 
 }  // namespace
@@ -38,14 +45,63 @@ grpc::ServerUnaryReactor* ClusterService::Attach(grpc::CallbackServerContext* c,
                                                  v1::AttachResponse* resp) {
   // Blocking: the pin claim syncs a disk or calls the registry.
   return ctx_->Unary(c, "rpc.Attach", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+    // Who attaches, checked before anything is pinned: a caller the table
+    // cannot name would pin a project and then be refused its scopes.
+    std::string identity;
+    std::vector<Scope> scopes;
+    if (AttachmentTable* table = ctx_->attachments()) {
+      identity = ServiceContext::PeerIdentity(c);
+      if (identity.empty()) {
+        return absl::PermissionDeniedError(
+            "attach needs a client certificate with a CN under require_attached_scopes: it "
+            "names the node the job runs on");
+      }
+      RETURN_IF_ERROR(ValidateId(req->job_id(), "job id"));
+      ASSIGN_OR_RETURN(Scope project, Scope::Make(ScopeKind::kProject, req->project()));
+      scopes.push_back(std::move(project));
+      if (!req->team().empty()) {
+        ASSIGN_OR_RETURN(Scope team, Scope::Make(ScopeKind::kTeam, req->team()));
+        scopes.push_back(std::move(team));
+      }
+    }
     ASSIGN_OR_RETURN(AttachDecision d,
                      DecideAttach(topology_, ctx_->pins(), req->project(), req->team(),
                                   req->gpu_type(), req->require_cache_affinity(), req->job_id()));
+    if (AttachmentTable* table = ctx_->attachments()) {
+      RETURN_IF_ERROR(table->Attach(identity, req->job_id(), scopes));
+      spdlog::info("job {} attached on node '{}': {}", req->job_id(), identity,
+                   fmt::join(ScopeTexts(scopes), ", "));
+    }
     resp->set_cluster(topology_.cluster);
     resp->set_pinned_cluster(d.pinned_cluster);
     resp->set_pinned_now(d.pinned_now);
     resp->set_warm(d.warm);
     resp->set_message(d.message);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ClusterService::Detach(grpc::CallbackServerContext* c,
+                                                 const v1::DetachRequest* req,
+                                                 v1::DetachResponse* resp) {
+  // Blocking: forgetting an attachment syncs the attachments' WAL.
+  return ctx_->Unary(c, "rpc.Detach", ServiceContext::Work::kBlocking, [=, this]() -> absl::Status {
+    RETURN_IF_ERROR(ValidateId(req->job_id(), "job id"));
+    AttachmentTable* table = ctx_->attachments();
+    // Without require_attached_scopes nothing was recorded: nothing to forget.
+    if (table == nullptr) return absl::OkStatus();
+    const std::string identity = ServiceContext::PeerIdentity(c);
+    if (identity.empty()) {
+      return absl::PermissionDeniedError(
+          "detach needs a client certificate with a CN under require_attached_scopes");
+    }
+    ASSIGN_OR_RETURN(AttachmentTable::Detached detached, table->Detach(identity, req->job_id()));
+    resp->set_existed(detached.existed);
+    for (const Scope& scope : detached.released) resp->add_released_scopes(scope.ToString());
+    if (detached.existed) {
+      spdlog::info("job {} detached from node '{}'; scopes it may no longer use: {}",
+                   req->job_id(), identity, fmt::join(ScopeTexts(detached.released), ", "));
+    }
     return absl::OkStatus();
   });
 }

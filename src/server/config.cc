@@ -104,6 +104,13 @@ bool IsLocalAddress(std::string_view address) {
 }
 
 absl::Status CheckTls(const ServerConfig& c) {
+  if (c.require_attached_scopes && c.tls_client_ca_file.empty()) {
+    // Without client certificates every node looks the same (they share
+    // the token): there would be nobody to check a scope against.
+    return KeyError("require_attached_scopes",
+                    "needs tls_client_ca_file (mutual TLS): a node is known by the CN of its "
+                    "client certificate");
+  }
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return KeyError(c.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
                     "is required with the other of tls_cert_file and tls_key_file");
@@ -191,6 +198,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view toml_text, Serve
       RETURN_IF_ERROR(ReadString(node, key, &c.registry_tls_ca_file));
     } else if (key == "allow_insecure") {
       RETURN_IF_ERROR(ReadBool(node, key, &c.allow_insecure));
+    } else if (key == "require_attached_scopes") {
+      RETURN_IF_ERROR(ReadBool(node, key, &c.require_attached_scopes));
     } else {
       return KeyError(key, "unknown key");
     }

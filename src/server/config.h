@@ -50,6 +50,11 @@ struct ServerConfig {
   std::string tls_client_ca_file;    // set: clients must present a certificate this CA signed
   std::string registry_tls_ca_file;  // CA of a remote registry's certificate; empty: plaintext
   bool allow_insecure = false;       // plaintext on a non-loopback listen/registry address
+  // Data-plane calls (Namespace, Chunks, Locks) only for scopes a job that
+  // the caller attached (Cluster.Attach) and has not detached uses; the
+  // caller is the CN of its client certificate, so tls_client_ca_file is
+  // required (cluster.proto, "Attached scopes").
+  bool require_attached_scopes = false;
 };
 
 // Parses TOML text into `base` (keys absent from the text keep base's value).

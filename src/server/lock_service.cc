@@ -205,6 +205,19 @@ absl::Status LockService::CheckSession(uint64_t session) {
   return absl::OkStatus();
 }
 
+absl::Status LockService::CheckSessionOwner(uint64_t session,
+                                            const grpc::CallbackServerContext* c) {
+  if (ctx_->attachments() == nullptr) return absl::OkStatus();
+  const std::string identity = ServiceContext::PeerIdentity(c);
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(session);
+  if (it == sessions_.end() || (!identity.empty() && it->second.identity == identity)) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(
+      fmt::format("lock session {:x} was opened by another node than '{}'", session, identity));
+}
+
 grpc::ServerUnaryReactor* LockService::OpenSession(grpc::CallbackServerContext* c,
                                                    const v1::OpenSessionRequest* req,
                                                    v1::SessionResponse* resp) {
@@ -213,7 +226,9 @@ grpc::ServerUnaryReactor* LockService::OpenSession(grpc::CallbackServerContext* 
     std::lock_guard lock(mu_);
     uint64_t id = 0;
     while (id == 0 || sessions_.count(id)) id = rng();
-    sessions_[id] = Session{req->node().substr(0, 256), std::chrono::steady_clock::now() + lease_};
+    sessions_[id] = Session{.node = req->node().substr(0, 256),
+                            .identity = ServiceContext::PeerIdentity(c),
+                            .deadline = std::chrono::steady_clock::now() + lease_};
     UpdateMarkerLocked();
     resp->set_session(id);
     resp->set_lease_ms(static_cast<uint32_t>(lease_.count()));
@@ -241,7 +256,9 @@ grpc::ServerUnaryReactor* LockService::KeepAlive(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* LockService::CloseSession(grpc::CallbackServerContext* c,
                                                     const v1::SessionRef* req,
                                                     v1::SessionResponse* resp) {
-  return ctx_->Unary(c, "rpc.CloseSession", ServiceContext::Work::kQuick, [=, this] {
+  return ctx_->Unary(c, "rpc.CloseSession", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
+    // Closing frees every lock of the session: only its opener may.
+    RETURN_IF_ERROR(CheckSessionOwner(req->session(), c));
     bool existed;
     {
       std::lock_guard lock(mu_);
@@ -256,8 +273,11 @@ grpc::ServerUnaryReactor* LockService::CloseSession(grpc::CallbackServerContext*
 
 namespace {
 
-absl::StatusOr<ParsedLock> ParseLock(ServiceContext& ctx, const v1::LockRequest& req) {
-  ASSIGN_OR_RETURN(Scope scope, ctx.ParseScope(req.scope()));
+// `c` null: the scope is not checked against the caller's attachments
+// (Unlock: see there).
+absl::StatusOr<ParsedLock> ParseLock(ServiceContext& ctx, const grpc::CallbackServerContext* c,
+                                     const v1::LockRequest& req) {
+  ASSIGN_OR_RETURN(Scope scope, c ? ctx.ScopeOf(c, req.scope()) : ctx.ParseScope(req.scope()));
   if (req.ino() == 0) return absl::InvalidArgumentError("inode 0 does not exist");
   ASSIGN_OR_RETURN(LockKind kind, KindOf(req.kind()));
   ASSIGN_OR_RETURN(LockType type, TypeOf(req.type()));
@@ -277,10 +297,11 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
   auto* reactor = new LockReactor(ctx_, &table_, c);
   absl::StatusOr<ParsedLock> parsed = [&]() -> absl::StatusOr<ParsedLock> {
     RETURN_IF_ERROR(ctx_->CheckAuth(c));
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, c, *req));
     if (p.range.type == LockType::kUnlock) {
       return absl::InvalidArgumentError("Lock of type unlock (use Unlock)");
     }
+    RETURN_IF_ERROR(CheckSessionOwner(req->session(), c));
     RETURN_IF_ERROR(CheckSession(req->session()));
     RETURN_IF_ERROR(CheckGrace(*req));
     return p;
@@ -297,7 +318,13 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* c,
 grpc::ServerUnaryReactor* LockService::Unlock(grpc::CallbackServerContext* c,
                                               const v1::LockRequest* req, v1::LockResponse*) {
   return ctx_->Unary(c, "rpc.Unlock", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    // Not checked against the caller's attachments, but against who opened
+    // the session: an unlock only gives up the caller's own locks, and the
+    // kernel's release of a flock can reach the server after the job's
+    // detach; refused, the lock would stay held by a live session and
+    // block every other node until this node's daemon stops.
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, nullptr, *req));
+    RETURN_IF_ERROR(CheckSessionOwner(req->session(), c));
     // An expired session holds nothing: its unlock must not touch what
     // others took since.
     RETURN_IF_ERROR(CheckSession(req->session()));
@@ -310,7 +337,8 @@ grpc::ServerUnaryReactor* LockService::TestLock(grpc::CallbackServerContext* c,
                                                 const v1::LockRequest* req,
                                                 v1::TestLockResponse* resp) {
   return ctx_->Unary(c, "rpc.TestLock", ServiceContext::Work::kQuick, [=, this]() -> absl::Status {
-    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, *req));
+    ASSIGN_OR_RETURN(ParsedLock p, ParseLock(*ctx_, c, *req));
+    RETURN_IF_ERROR(CheckSessionOwner(req->session(), c));
     RETURN_IF_ERROR(CheckSession(req->session()));
     std::optional<HeldLock> held = table_.Test(p.key, p.owner, p.range);
     resp->set_conflict(held.has_value());

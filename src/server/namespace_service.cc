@@ -105,7 +105,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::ScopeChanges> {
  private:
   absl::Status Start(grpc::CallbackServerContext* call, const v1::WatchScopeRequest& req) {
     RETURN_IF_ERROR(ctx_->CheckAuth(call));
-    ASSIGN_OR_RETURN(Scope scope, ctx_->ParseScope(req.scope()));
+    ASSIGN_OR_RETURN(Scope scope, ctx_->ScopeOf(call, req.scope()));
     if (req.node_id().empty() || req.node_id().size() > 256) {
       return absl::InvalidArgumentError(
           fmt::format("node_id must be 1..256 bytes, got {}", req.node_id().size()));
@@ -169,9 +169,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::ScopeChanges> {
 
 }  // namespace
 
-// Every handler: parse the scope, check inode numbers, call the store, fill
-// the response. The store validates names and POSIX rules.
-#define TC_SCOPE(var, req) ASSIGN_OR_RETURN(Scope var, ctx_->ParseScope((req)->scope()))
+// Every handler: parse the scope and check the caller may use it
+// (require_attached_scopes), check inode numbers, call the store, fill the
+// response. The store validates names and POSIX rules.
+#define TC_SCOPE(var, req) ASSIGN_OR_RETURN(Scope var, ctx_->ScopeOf(c, (req)->scope()))
 
 grpc::ServerUnaryReactor* NamespaceService::OpenScope(grpc::CallbackServerContext* c,
                                                       const v1::OpenScopeRequest* req,

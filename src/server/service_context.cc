@@ -52,6 +52,41 @@ std::string ServiceContext::NodeIdOf(const grpc::CallbackServerContext* ctx) {
   return std::string(it->second.data(), it->second.size());
 }
 
+std::string ServiceContext::PeerIdentity(const grpc::ServerContextBase* ctx) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) return "";
+  std::vector<grpc::string_ref> cn = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+  if (cn.empty()) return "";
+  return std::string(cn.front().data(), cn.front().size());
+}
+
+absl::StatusOr<Scope> ServiceContext::ScopeOf(const grpc::ServerContextBase* ctx,
+                                              const std::string& text) {
+  ASSIGN_OR_RETURN(Scope scope, ParseScope(text));
+  RETURN_IF_ERROR(CheckScopeAccess(ctx, scope));
+  return scope;
+}
+
+absl::Status ServiceContext::CheckScopeAccess(const grpc::ServerContextBase* ctx,
+                                              const Scope& scope) {
+  if (options_.attachments == nullptr) return absl::OkStatus();
+  const std::string identity = PeerIdentity(ctx);
+  if (!identity.empty() && options_.attachments->Allows(identity, scope)) {
+    return absl::OkStatus();
+  }
+  counters_.Add("scope_denied");
+  if (identity.empty()) {
+    return absl::PermissionDeniedError(fmt::format(
+        "{}: the caller presented no client certificate with a CN, and this server serves a "
+        "scope only to nodes with an attached job that uses it (require_attached_scopes)",
+        scope.ToString()));
+  }
+  return absl::PermissionDeniedError(
+      fmt::format("node '{}' has no attached job that uses {} (require_attached_scopes): "
+                  "attach a job of it on this node first",
+                  identity, scope.ToString()));
+}
+
 absl::StatusOr<Scope> ServiceContext::ParseScope(const std::string& text) {
   auto scope = Scope::Parse(text);
   if (!scope.ok()) counters_.Add("bad_scope");

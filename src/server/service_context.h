@@ -24,6 +24,7 @@
 #include "common/thread_pool.h"
 #include "rpc/status_convert.h"
 #include "server/affinity.h"
+#include "server/attachment_table.h"
 #include "server/change_feed.h"
 #include "traincache/chunk_store.h"
 #include "traincache/metadata_store.h"
@@ -48,6 +49,9 @@ class ServiceContext {
     int64_t orphan_grace_seconds = 86400;
     // Where cluster affinity pins live (deleting a project clears its pin).
     PinRegistry* pins = nullptr;
+    // With require_attached_scopes: what CheckScopeAccess asks. nullptr:
+    // every caller with the token may use every scope. Must outlive the context.
+    AttachmentTable* attachments = nullptr;
     // Where the RPC latency histograms go; nullptr: none. Must outlive the context.
     prometheus::Registry* metrics = nullptr;
   };
@@ -73,8 +77,22 @@ class ServiceContext {
   // sent none: whose changes a change feed watcher is not sent back.
   static std::string NodeIdOf(const grpc::CallbackServerContext* ctx);
 
-  // Parses the scope of a request; counts and explains a bad one.
+  // The caller's identity: the CN of the client certificate it presented
+  // (mutual TLS), "" without one.
+  static std::string PeerIdentity(const grpc::ServerContextBase* ctx);
+
+  // Parses the scope of a request; counts and explains a bad one. For
+  // admin calls, which may name any scope.
   absl::StatusOr<Scope> ParseScope(const std::string& text);
+  // What a data-plane call (Namespace, Chunks, Locks) does with its scope:
+  // ParseScope, then CheckScopeAccess.
+  absl::StatusOr<Scope> ScopeOf(const grpc::ServerContextBase* ctx, const std::string& text);
+  // OK without an attachment table; else PERMISSION_DENIED, naming the
+  // caller's identity and the scope, unless an attached job of the caller
+  // uses `scope`. Memory only (AttachmentTable::Allows): no disk read.
+  absl::Status CheckScopeAccess(const grpc::ServerContextBase* ctx, const Scope& scope);
+  // nullptr unless require_attached_scopes.
+  AttachmentTable* attachments() { return options_.attachments; }
 
   // Opens (optionally creating, with the configured default quota) a scope.
   absl::StatusOr<ScopeInfo> OpenScope(const Scope& scope, bool create);

@@ -107,7 +107,11 @@ class ClusterService final : public v1::Cluster::CallbackService {
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* GetClusterInfo(Ctx*, const v1::GetClusterInfoRequest*, v1::ClusterInfo*) override;
+  // Under require_attached_scopes, Attach records the job for the caller's
+  // identity (ctx->attachments()) once the affinity decision allows it;
+  // Detach forgets it.
   Reactor* Attach(Ctx*, const v1::AttachRequest*, v1::AttachResponse*) override;
+  Reactor* Detach(Ctx*, const v1::DetachRequest*, v1::DetachResponse*) override;
   Reactor* GetPin(Ctx*, const v1::PinRef*, v1::Pin*) override;
   Reactor* ClaimPin(Ctx*, const v1::ClaimPinRequest*, v1::ClaimPinResponse*) override;
   Reactor* SetPin(Ctx*, const v1::SetPinRequest*, v1::Pin*) override;
@@ -145,10 +149,15 @@ class LockService final : public v1::Locks::CallbackService {
  private:
   struct Session {
     std::string node;
+    std::string identity;  // the opener's certificate CN ("" without one)
     std::chrono::steady_clock::time_point deadline;
   };
   // ENOLCK (FAILED_PRECONDITION) unless the session is alive.
   absl::Status CheckSession(uint64_t session);
+  // Under require_attached_scopes: PERMISSION_DENIED unless the caller
+  // opened `session` (OK for a session that is gone: CheckSession says so).
+  // Lock, TestLock, Unlock and CloseSession check it.
+  absl::Status CheckSessionOwner(uint64_t session, const grpc::CallbackServerContext* c);
   // OK, or why `req` may not be granted now (the grace period).
   absl::Status CheckGrace(const v1::LockRequest& req) const;
   // Makes the marker exist exactly while sessions_ is not empty. Requires mu_.

@@ -1,6 +1,7 @@
 // libFuzzer target: the metadata key codec (src/meta/key_codec.h) on
 // arbitrary bytes, as a corrupted or hostile RocksDB would hand them over.
-// The first byte picks the decoder, the rest is its input. Every decoder and
+// The first byte picks the decoder, the rest is its input (0xff: the
+// attachment records of meta/attachment_store.h). Every decoder and
 // key parser must return an error rather than crash or read out of bounds,
 // and whatever one accepts must encode back to bytes that decode equal.
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <string_view>
 
 #include "fuzz/fuzz_check.h"
+#include "meta/attachment_store.h"
 #include "meta/key_codec.h"
 
 namespace traincache::meta {
@@ -58,6 +60,23 @@ void Keys(std::string_view in) {
   }
 }
 
+// An attachment record: the first byte is the key's length, the rest of
+// the key and then the value follow.
+void AttachmentRecordOf(std::string_view in) {
+  if (in.empty()) return;
+  size_t key_size = std::min<size_t>(static_cast<uint8_t>(in[0]), in.size() - 1);
+  std::string_view key = in.substr(1, key_size), value = in.substr(1 + key_size);
+  absl::StatusOr<AttachmentRecord> r = AttachmentStore::Decode(key, value);
+  if (!r.ok()) {
+    FUZZ_CHECK(r.status().code() == absl::StatusCode::kDataLoss);
+    return;
+  }
+  absl::StatusOr<std::string> again = AttachmentStore::Key(r->identity, r->job_id);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(*again == key);
+  FUZZ_CHECK(AttachmentStore::EncodeValue(r->scopes) == value);
+}
+
 void PrefixEndOf(std::string_view in) {
   std::string end = PrefixEnd(in);
   if (end.empty()) {
@@ -77,6 +96,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace traincache::meta;
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
+  // Outside the switch, so the corpus's first bytes keep their decoders.
+  if (data[0] == 0xff) {
+    AttachmentRecordOf(in);
+    return 0;
+  }
   switch (data[0] % 8) {
     case 0:
       RoundTrip<ScopeMeta>(in, EncodeScopeMeta, DecodeScopeMeta);

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "integration/mount_fixture.h"
+#include "integration/pki.h"
 #include "integration/remote_fs.h"
 #include "testing/node_process.h"
 #include "testing/server_process.h"
@@ -29,39 +30,6 @@ std::string ReadText(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
-
-// Certificates made with the openssl CLI: <dir>/<name>.crt and .key.
-class Pki {
- public:
-  explicit Pki(std::string dir) : dir_(std::move(dir)) {}
-
-  std::string Crt(const std::string& name) const { return dir_ + "/" + name + ".crt"; }
-  std::string Key(const std::string& name) const { return dir_ + "/" + name + ".key"; }
-
-  // A self-signed CA.
-  void MakeCa(const std::string& name) {
-    Run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", Key(name), "-out", Crt(name), "-days", "2", "-subj", "/CN=" + name});
-  }
-  // A certificate signed by `ca` with the extensions `ext` (one per line).
-  void MakeLeaf(const std::string& name, const std::string& ca, const std::string& ext) {
-    std::string ext_file = dir_ + "/" + name + ".ext";
-    std::ofstream(ext_file) << ext;
-    Run({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-         Key(name), "-out", dir_ + "/" + name + ".csr", "-subj", "/CN=" + name});
-    Run({"x509", "-req", "-in", dir_ + "/" + name + ".csr", "-CA", Crt(ca), "-CAkey", Key(ca),
-         "-CAcreateserial", "-out", Crt(name), "-days", "2", "-extfile", ext_file});
-  }
-
- private:
-  void Run(std::vector<std::string> args) {
-    args.insert(args.begin(), "/usr/bin/openssl");
-    std::string log = dir_ + "/openssl.log";
-    ASSERT_EQ(RunProgram(args, log), 0) << ReadText(log);
-  }
-
-  std::string dir_;
-};
 
 class TlsTest : public ::testing::Test {
  protected:
