@@ -353,6 +353,11 @@ struct Filesystem::Inode {
   // node changed the file since that open.
   std::optional<uint64_t> kernel_version ABSL_GUARDED_BY(mu);
   bool changed_since_open ABSL_GUARDED_BY(mu) = false;
+  // The handle of an open told not to keep the cache: the kernel drops its
+  // pages in that open's own path, after the reply. Until a request through
+  // that handle shows the open returned, no other open is told to keep the
+  // cache (it could read pages the first is about to drop). 0: none.
+  std::atomic<uint64_t> unsettled_fh{0};
 };
 
 struct Filesystem::Handle {
@@ -831,6 +836,20 @@ std::shared_ptr<Filesystem::Handle> Filesystem::FindHandle(uint64_t fh) {
   return it == handles_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<Filesystem::Handle> Filesystem::FindUsedHandle(InodeId ino, uint64_t fh) {
+  std::shared_ptr<Handle> h = FindHandle(fh);
+  if (!h || h->inode->ino != ino) return nullptr;
+  Settled(*h->inode, fh);
+  return h;
+}
+
+void Filesystem::Settled(Inode& inode, uint64_t fh) {
+  // A request through the handle: its open(2) returned, so the kernel
+  // dropped the pages that open told it to (Inode::unsettled_fh).
+  uint64_t expected = fh;
+  inode.unsettled_fh.compare_exchange_strong(expected, 0);
+}
+
 absl::Status Filesystem::CheckName(std::string_view name) const { return ValidateName(name); }
 
 void Filesystem::HandleUnlinked(const UnlinkResult& r) {
@@ -1117,6 +1136,11 @@ absl::StatusOr<OpenReply> Filesystem::Open(InodeId ino, int flags) {
 
 absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& inode, int flags,
                                                   ChunkMap map) {
+  uint64_t fh;
+  {
+    absl::MutexLock table(&mu_);
+    fh = next_fh_++;
+  }
   auto handle = std::make_shared<Handle>();
   handle->inode = inode;
   handle->writable = (flags & O_ACCMODE) != O_RDONLY;
@@ -1148,7 +1172,9 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
     }
     if (status.ok()) {
       reply.keep_cache = inode->kernel_version == map.version && !inode->changed_since_open &&
-                         !(flags & O_TRUNC) && !(ws != nullptr && ws->dirty);
+                         !(flags & O_TRUNC) && !(ws != nullptr && ws->dirty) &&
+                         inode->unsettled_fh.load() == 0;
+      if (!reply.keep_cache) inode->unsettled_fh = fh;
       {
         // Close-to-open holds for attributes too: if the content changed
         // since the attributes this node (and so its kernel) last handed out,
@@ -1174,7 +1200,7 @@ absl::StatusOr<OpenReply> Filesystem::OpenWithMap(const std::shared_ptr<Inode>& 
   }
   absl::MutexLock table(&mu_);
   // The pin of GetOrAddInode becomes this handle's count.
-  reply.fh = next_fh_++;
+  reply.fh = fh;
   handles_.emplace(reply.fh, std::move(handle));
   return reply;
 }
@@ -1316,8 +1342,8 @@ absl::Status Filesystem::ReadStaged(Inode& inode, WriteState& ws, uint64_t offse
 absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t offset,
                                              size_t size) {
   RETURN_IF_ERROR(CheckLive());
-  std::shared_ptr<Handle> h = FindHandle(fh);
-  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  std::shared_ptr<Handle> h = FindUsedHandle(ino, fh);
+  if (!h) return PosixError(EBADF, fmt::format("no handle {}", fh));
   Inode& inode = *h->inode;
   std::shared_ptr<const ChunkMap> map;
   {
@@ -1333,6 +1359,9 @@ absl::StatusOr<std::string> Filesystem::Read(InodeId ino, uint64_t fh, uint64_t 
     }
     map = h->map;
     if (inode.committed && inode.committed->version > map->version) map = inode.committed;
+    // A handle reading another version than the last open's puts its pages
+    // in the kernel's one cache of the file: the next open must not keep it.
+    if (inode.kernel_version != map->version) inode.changed_since_open = true;
   }
   // Outside the inode lock: readers of one file fetch in parallel.
   if (offset >= map->size) return std::string();
@@ -1396,8 +1425,8 @@ void Filesystem::DistrustImage(InodeId ino, uint64_t version) {
 absl::StatusOr<size_t> Filesystem::Write(InodeId ino, uint64_t fh, uint64_t offset,
                                          std::string_view data) {
   RETURN_IF_ERROR(CheckLive());
-  std::shared_ptr<Handle> h = FindHandle(fh);
-  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  std::shared_ptr<Handle> h = FindUsedHandle(ino, fh);
+  if (!h) return PosixError(EBADF, fmt::format("no handle {}", fh));
   if (!h->writable) return PosixError(EBADF, fmt::format("handle {} is read-only", fh));
   Inode& inode = *h->inode;
   absl::MutexLock lock(&inode.mu);
@@ -1700,8 +1729,8 @@ void Filesystem::DropWriteState(Inode& inode) {
 
 absl::Status Filesystem::Flush(InodeId ino, uint64_t fh) {
   RETURN_IF_ERROR(CheckLive());
-  std::shared_ptr<Handle> h = FindHandle(fh);
-  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  std::shared_ptr<Handle> h = FindUsedHandle(ino, fh);
+  if (!h) return PosixError(EBADF, fmt::format("no handle {}", fh));
   if (!h->writable) return absl::OkStatus();
   absl::MutexLock lock(&h->inode->mu);
   if (!h->inode->ws) return absl::OkStatus();
@@ -1710,8 +1739,8 @@ absl::Status Filesystem::Flush(InodeId ino, uint64_t fh) {
 
 absl::Status Filesystem::Fsync(InodeId ino, uint64_t fh, bool datasync) {
   RETURN_IF_ERROR(CheckLive());
-  std::shared_ptr<Handle> h = FindHandle(fh);
-  if (!h || h->inode->ino != ino) return PosixError(EBADF, fmt::format("no handle {}", fh));
+  std::shared_ptr<Handle> h = FindUsedHandle(ino, fh);
+  if (!h) return PosixError(EBADF, fmt::format("no handle {}", fh));
   // Like fsync(2) on a local disk, any descriptor syncs the whole file.
   return SyncInode(*h->inode, /*sync_if_clean=*/true);
 }
@@ -1794,6 +1823,7 @@ void Filesystem::Release(InodeId ino, uint64_t fh) {
     handles_.erase(it);
   }
   Inode& inode = *h->inode;
+  Settled(inode, fh);
   {
     absl::MutexLock lock(&inode.mu);
     if (h->writable && --inode.writers == 0 && inode.ws) {

@@ -401,6 +401,10 @@ class Filesystem {
   // Applies the staged size/mtime of `ino`, if any. Requires mu_.
   void OverlayLocked(InodeAttr& attr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<Handle> FindHandle(uint64_t fh);
+  // FindHandle for a request through the handle (read, write, flush,
+  // fsync): nullptr unless it is a handle of `ino`; notes the handle used.
+  std::shared_ptr<Handle> FindUsedHandle(InodeId ino, uint64_t fh);
+  static void Settled(Inode& inode, uint64_t fh);
   absl::Status CheckName(std::string_view name) const;
   // ENOENT once MarkScopeDeleted ran.
   absl::Status CheckLive() const;

@@ -321,6 +321,40 @@ TEST_F(FilesystemTest, KeepCacheOnlyWhileTheVersionIsUnchanged) {
   EXPECT_TRUE(open());
 }
 
+// The kernel drops a file's pages in the open that was told not to keep
+// them, after the reply: until a request through that handle shows the open
+// returned, a second open must not be told to keep the cache (it could read
+// the pages the first is about to drop).
+TEST_F(FilesystemTest, NoOpenKeepsTheCacheWhileAnOpenThatDropsItHasNotReturned) {
+  const InodeId ino = WriteFile(A(), "f", "one");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  EXPECT_FALSE(OpenAndClose(B(), ino).keep_cache);
+  EXPECT_TRUE(OpenAndClose(B(), ino).keep_cache);
+  WriteFile(A(), "f", "two");
+  absl::StatusOr<OpenReply> first = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->keep_cache);
+  EXPECT_FALSE(OpenAndClose(B(), ino).keep_cache);  // `first` has not been used yet.
+  EXPECT_EQ(*B().Read(ino, first->fh, 0, 10), "two");
+  EXPECT_TRUE(OpenAndClose(B(), ino).keep_cache);
+  B().Release(ino, first->fh);
+}
+
+// A handle opened before a change reads its own version, whose pages then
+// sit in the kernel's one cache of the file: the next open drops them.
+TEST_F(FilesystemTest, AnOldHandlesReadMakesTheNextOpenDropTheCache) {
+  const InodeId ino = WriteFile(A(), "f", "one");
+  ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
+  absl::StatusOr<OpenReply> old = B().Open(ino, O_RDONLY);
+  ASSERT_TRUE(old.ok());
+  WriteFile(A(), "f", "two");
+  EXPECT_FALSE(OpenAndClose(B(), ino).keep_cache);
+  EXPECT_TRUE(OpenAndClose(B(), ino).keep_cache);
+  EXPECT_EQ(*B().Read(ino, old->fh, 0, 10), "one");
+  EXPECT_FALSE(OpenAndClose(B(), ino).keep_cache);
+  B().Release(ino, old->fh);
+}
+
 TEST_F(FilesystemTest, OpenSaysWhenTheKernelsAttributesPredateTheContent) {
   const InodeId ino = WriteFile(A(), "f", "one");
   ASSERT_TRUE(B().Lookup(kRootInode, "f").ok());
