@@ -179,11 +179,7 @@ TEST_F(AttachedScopesTest, AnAttachedNodeUsesItsJobsProjectAndNoOther) {
   EXPECT_THAT(ServerScopes(), ::testing::Not(::testing::Contains(kP2.ToString())));
   // ... and its own project, by name, through the server.
   auto client = ClientAs("node-a");
-  RemoteFs fs(client.get(), kP1);
-  ASSERT_TRUE(fs.Open().ok());
-  auto attr = fs.Lookup(kRootInode, "weights.bin");
-  ASSERT_TRUE(attr.ok()) << attr.status();
-  auto content = fs.Read(attr->ino);
+  absl::StatusOr<std::string> content = RemoteFs(client.get(), kP1).ReadInRoot("weights.bin");
   ASSERT_TRUE(content.ok()) << content.status();
   EXPECT_TRUE(*content == data);
 

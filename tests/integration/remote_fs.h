@@ -150,6 +150,12 @@ class RemoteFs {
     return c_->WriteFile(scope_, ino, attr.version, data, chunk_size);
   }
   absl::StatusOr<std::string> Read(InodeId ino) { return c_->ReadFile(scope_, ino); }
+  // The scope opened, then the content of `name` in its root.
+  absl::StatusOr<std::string> ReadInRoot(const std::string& name) {
+    RETURN_IF_ERROR(Open().status());
+    ASSIGN_OR_RETURN(InodeAttr attr, Lookup(kRootInode, name));
+    return Read(attr.ino);
+  }
   absl::StatusOr<v1::UsageResponse> Usage() {
     v1::ScopeRef req;
     req.set_scope(scope_.ToString());

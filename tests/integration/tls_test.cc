@@ -100,11 +100,7 @@ TEST_F(TlsTest, NodesWriteAndReadThroughTls) {
   EXPECT_TRUE(ReadFile(b.MountPoint(scope) + "/weights.bin") == data);
   // And the server holds it: a TLS client reads it back by name.
   auto client = server_->Client();
-  RemoteFs fs(client.get(), scope);
-  ASSERT_TRUE(fs.Open().ok());
-  auto attr = fs.Lookup(kRootInode, "weights.bin");
-  ASSERT_TRUE(attr.ok()) << attr.status();
-  auto content = fs.Read(attr->ino);
+  absl::StatusOr<std::string> content = RemoteFs(client.get(), scope).ReadInRoot("weights.bin");
   ASSERT_TRUE(content.ok()) << content.status();
   EXPECT_TRUE(*content == data);
   EXPECT_EQ(a.Stop(), 0) << ReadText(a.log_file());
