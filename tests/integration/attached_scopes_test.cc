@@ -205,8 +205,7 @@ TEST_F(AttachedScopesTest, AnotherNodeCannotUseTheProjectOnAnyService) {
   auto a_client = ClientAs("node-a");
   auto b_client = ClientAs("node-b");
   RemoteFs a_fs(a_client.get(), kP1);
-  ASSERT_TRUE(a_fs.Open().ok());
-  auto attr = a_fs.Lookup(kRootInode, "f");
+  auto attr = a_fs.LookupInRoot("f");
   ASSERT_TRUE(attr.ok()) << attr.status();
   v1::GetAttrRequest map_req;
   map_req.set_scope(kP1.ToString());
@@ -369,8 +368,7 @@ TEST_F(AttachedScopesTest, ANodeMayStillUnlockItsOwnLocksAfterItsJobDetached) {
   auto a_client = ClientAs("node-a");
   auto b_client = ClientAs("node-b");
   RemoteFs fs(a_client.get(), kP1);
-  ASSERT_TRUE(fs.Open().ok());
-  auto attr = fs.Lookup(kRootInode, "lockme");
+  auto attr = fs.LookupInRoot("lockme");
   ASSERT_TRUE(attr.ok()) << attr.status();
 
   auto open_session = [](rpc::ServerClient& client, const std::string& node) {

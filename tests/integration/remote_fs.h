@@ -150,10 +150,14 @@ class RemoteFs {
     return c_->WriteFile(scope_, ino, attr.version, data, chunk_size);
   }
   absl::StatusOr<std::string> Read(InodeId ino) { return c_->ReadFile(scope_, ino); }
-  // The scope opened, then the content of `name` in its root.
-  absl::StatusOr<std::string> ReadInRoot(const std::string& name) {
+  // The scope opened, then `name` in its root.
+  absl::StatusOr<InodeAttr> LookupInRoot(const std::string& name) {
     RETURN_IF_ERROR(Open().status());
-    ASSIGN_OR_RETURN(InodeAttr attr, Lookup(kRootInode, name));
+    return Lookup(kRootInode, name);
+  }
+  // The content of `name` in the scope's root.
+  absl::StatusOr<std::string> ReadInRoot(const std::string& name) {
+    ASSIGN_OR_RETURN(InodeAttr attr, LookupInRoot(name));
     return Read(attr.ino);
   }
   absl::StatusOr<v1::UsageResponse> Usage() {
